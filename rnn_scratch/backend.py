@@ -1,0 +1,133 @@
+"""Choosing the array namespace ``xp`` (NumPy or CuPy) and moving arrays between devices.
+
+This is the only module that imports CuPy. Every other module asks it for the
+namespace through :func:`get_xp` / :func:`array_module`.
+
+Resolution order for a layer's backend:
+
+1. the ``backend=`` argument of the layer (``"numpy"`` or ``"cupy"``);
+2. the environment variable ``RNN_SCRATCH_BACKEND`` (``numpy`` | ``cupy``);
+3. automatic: CuPy when it is importable *and* a CUDA device is usable, else NumPy.
+
+Asking for ``cupy`` where it cannot run raises :class:`BackendUnavailableError`
+with the reason (not installed, no device, driver error).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from types import ModuleType
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy")
+ENV_VAR = "RNN_SCRATCH_BACKEND"
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run on this machine."""
+
+
+@lru_cache(maxsize=1)
+def _probe_cupy() -> tuple[ModuleType | None, str]:
+    """Import CuPy and check that a CUDA device answers. Returns (module or None, reason)."""
+    try:
+        import cupy  # noqa: PLC0415  (the one place cupy is imported)
+    except Exception as exc:  # ImportError, or a broken CUDA install raising at import
+        return None, f"cupy is not importable ({type(exc).__name__}: {exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count < 1:
+            return None, "cupy is installed but no CUDA device is visible"
+        cupy.zeros(1).sum().item()  # a real kernel launch: catches driver/toolkit mismatches
+    except Exception as exc:
+        return None, f"cupy is installed but no CUDA device is usable ({type(exc).__name__}: {exc})"
+    return cupy, "ok"
+
+
+def cupy_available() -> bool:
+    """True when CuPy is importable and a CUDA device runs a kernel."""
+    return _probe_cupy()[0] is not None
+
+
+def cupy_unavailable_reason() -> str:
+    """Why CuPy cannot be used here ("ok" when it can)."""
+    return _probe_cupy()[1]
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """Return ``"numpy"`` or ``"cupy"`` for a requested backend (None = env var, then auto)."""
+    if backend is None:
+        backend = os.environ.get(ENV_VAR) or None
+        source = f"environment variable {ENV_VAR}"
+    else:
+        source = "argument backend"
+    if backend is None:
+        return "cupy" if cupy_available() else "numpy"
+    if not isinstance(backend, str) or backend.lower() not in BACKENDS:
+        raise ValueError(f"{source} must be one of {BACKENDS} or None, got {backend!r}")
+    backend = backend.lower()
+    if backend == "cupy" and not cupy_available():
+        raise BackendUnavailableError(
+            f"backend 'cupy' was requested ({source}) but cannot run: {cupy_unavailable_reason()}"
+        )
+    return backend
+
+
+def get_xp(backend: str | None = None) -> ModuleType:
+    """The array namespace for a backend name (None = env var, then auto)."""
+    if resolve_backend(backend) == "cupy":
+        return _probe_cupy()[0]
+    return np
+
+
+def is_cupy_array(array) -> bool:
+    """True for a CuPy ndarray (without importing CuPy when it was never probed successfully)."""
+    cp = _probe_cupy()[0] if _cupy_imported() else None
+    return cp is not None and isinstance(array, cp.ndarray)
+
+
+def _cupy_imported() -> bool:
+    import sys
+
+    return "cupy" in sys.modules
+
+
+def backend_of(array) -> str:
+    """``"numpy"`` or ``"cupy"`` for an array; anything else raises TypeError."""
+    if isinstance(array, np.ndarray):
+        return "numpy"
+    if is_cupy_array(array):
+        return "cupy"
+    raise TypeError(f"expected a numpy or cupy ndarray, got {type(array).__name__}")
+
+
+def array_module(array) -> ModuleType:
+    """The namespace an array belongs to (numpy for numpy arrays, cupy for cupy arrays)."""
+    return _probe_cupy()[0] if is_cupy_array(array) else np
+
+
+def to_numpy(array) -> np.ndarray:
+    """Copy an array to the host as a NumPy array (no copy for NumPy input)."""
+    if is_cupy_array(array):
+        return array.get()
+    return np.asarray(array)
+
+
+def to_backend(array, backend: str):
+    """Move an array (NumPy, CuPy, or anything np.asarray accepts) to ``backend``."""
+    if resolve_backend(backend) == "cupy":
+        return _probe_cupy()[0].asarray(array)
+    return to_numpy(array)
+
+
+def synchronize(backend: str | None = None) -> None:
+    """Wait for the device to finish queued work (no-op on NumPy). Used for timing."""
+    if resolve_backend(backend) == "cupy":
+        _probe_cupy()[0].cuda.get_current_stream().synchronize()
+
+
+def default_rng(seed: int | None = None) -> np.random.Generator:
+    """Host random generator; parameters are drawn on the host so every backend gets the same values."""
+    return np.random.default_rng(seed)

@@ -1,0 +1,72 @@
+"""Helpers shared by the cell modules: parameter unpacking, masks, the hoisted GEMMs."""
+
+from __future__ import annotations
+
+from ..backend import array_module
+
+PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def unpack(params):
+    """(weight_ih, weight_hh, bias_ih or None, bias_hh or None) from a params dict."""
+    return params["weight_ih"], params["weight_hh"], params.get("bias_ih"), params.get("bias_hh")
+
+
+def time_order(T: int, reverse: bool):
+    """The order in which a direction visits time steps."""
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def state_slots(T: int, reverse: bool):
+    """Index helpers for a (T+1, B, H) state buffer.
+
+    Forward: slot 0 holds the initial state and slot t+1 the state after step t.
+    Reverse: slot T holds the initial state and slot t the state after step t.
+    So the states *after* each step are ``buf[1:]`` (forward) or ``buf[:T]`` (reverse),
+    and the states *before* each step are ``buf[:T]`` (forward) or ``buf[1:]`` (reverse),
+    both contiguous in time order.
+    """
+    if reverse:
+        return T, (lambda t: t + 1), (lambda t: t), slice(0, T), slice(1, T + 1)
+    return 0, (lambda t: t), (lambda t: t + 1), slice(1, T + 1), slice(0, T)
+
+
+def input_projection(x, weight_ih, bias=None):
+    """``x @ W_ih.T + bias`` for all T steps at once: one (T*B, I) x (I, G*H) GEMM.
+
+    Returns a fresh (T, B, G*H) array that the forward pass overwrites with gate activations.
+    """
+    xp = array_module(x)
+    T, B, I = x.shape
+    gates = xp.matmul(x.reshape(T * B, I), weight_ih.T)
+    if bias is not None:
+        gates += bias
+    return gates.reshape(T, B, -1)
+
+
+def weight_gradients(dgates, x, h_prev, dgates_hh=None, has_bias=True):
+    """The parameter gradients of one direction as single GEMMs over all steps.
+
+    dW_ih = sum_t dgates_t^T x_t,  dW_hh = sum_t dgates_hh_t^T h_{t-1},
+    db_ih = sum_t dgates_t,        db_hh = sum_t dgates_hh_t.
+    ``dgates_hh`` differs from ``dgates`` only for the GRU (its n gate); None means the same.
+    """
+    if dgates_hh is None:
+        dgates_hh = dgates
+    T, B, G = dgates.shape
+    dg = dgates.reshape(T * B, G)
+    dgh = dgates_hh.reshape(T * B, G)
+    grads = {
+        "weight_ih": dg.T @ x.reshape(T * B, -1),
+        "weight_hh": dgh.T @ h_prev.reshape(T * B, -1),
+    }
+    if has_bias:
+        grads["bias_ih"] = dg.sum(axis=0)
+        grads["bias_hh"] = dgh.sum(axis=0)
+    return grads
+
+
+def input_gradient(dgates, weight_ih):
+    """dx_t = dgates_t @ W_ih for all steps: one GEMM."""
+    T, B, G = dgates.shape
+    return (dgates.reshape(T * B, G) @ weight_ih).reshape(T, B, -1)

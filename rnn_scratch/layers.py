@@ -1,0 +1,425 @@
+"""Stateful layers on top of the functional core: ``RNN``, ``LSTM``, ``GRU``, ``Linear``, ``Embedding``.
+
+Each layer owns its parameters (``params``) and gradients (``grads``, same keys and shapes),
+remembers the cache of its last forward call, and has a ``backward`` that returns the
+gradients with respect to that call's inputs while *accumulating* parameter gradients
+(``zero_grad`` clears them), as torch's ``.grad`` does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import backend as be
+from .functional.sequence import get_cell, sequence_backward, sequence_forward
+from .validation import as_float_dtype, check_array, check_lengths, check_positive_int
+
+
+class Module:
+    """Parameters, gradients, children, train/eval, state_dict; the base of every layer and model."""
+
+    def __init__(self, *, dtype="float32", backend=None):
+        self.dtype = as_float_dtype(dtype)
+        self.backend = be.resolve_backend(backend)
+        self.xp = be.get_xp(self.backend)
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.children: dict = {}
+        self.training = True
+
+    # -- parameters ----------------------------------------------------------------------
+    def add_param(self, name, value):
+        """Register a parameter (host array) under ``name``; its gradient starts at zero."""
+        self.params[name] = be.to_backend(np.asarray(value, dtype=self.dtype), self.backend)
+        self.grads[name] = self.xp.zeros_like(self.params[name])
+
+    def add_child(self, name, module):
+        self.children[name] = module
+        return module
+
+    def named_parameters(self, prefix=""):
+        """Yield (name, parameter, gradient) for this module and its children, torch-style dotted names."""
+        for name, value in self.params.items():
+            yield prefix + name, value, self.grads[name]
+        for cname, child in self.children.items():
+            yield from child.named_parameters(f"{prefix}{cname}.")
+
+    def parameters(self):
+        """List of (name, parameter, gradient) triples, what the optimisers take."""
+        return list(self.named_parameters())
+
+    def num_parameters(self):
+        return sum(int(p.size) for _, p, _ in self.named_parameters())
+
+    def zero_grad(self):
+        for _, _, grad in self.named_parameters():
+            grad[...] = 0
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        for child in self.children.values():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def state_dict(self):
+        """{name: copy of the parameter} on the module's backend, names as torch would give them."""
+        return {name: value.copy() for name, value, _ in self.named_parameters()}
+
+    def grad_dict(self):
+        """{name: gradient} (the live arrays), same keys as state_dict()."""
+        return {name: grad for name, _, grad in self.named_parameters()}
+
+    def load_state_dict(self, state_dict):
+        """Copy values in place. Accepts NumPy or CuPy arrays or torch tensors; checks every key and shape."""
+        own = {name: value for name, value, _ in self.named_parameters()}
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"state_dict keys do not match: missing {missing}, unexpected {unexpected}")
+        converted = {}
+        for name, target in own.items():
+            value = state_dict[name]
+            if hasattr(value, "detach"):  # torch tensor
+                value = value.detach().cpu().numpy()
+            value = be.to_numpy(value)
+            if value.shape != tuple(target.shape):
+                raise ValueError(
+                    f"state_dict[{name!r}] has shape {value.shape}, expected {tuple(target.shape)}"
+                )
+            if value.dtype.kind not in "fiu":
+                raise TypeError(f"state_dict[{name!r}] must be numeric, got dtype {value.dtype}")
+            converted[name] = value
+        for name, target in own.items():  # only write once everything checked out
+            target[...] = be.to_backend(converted[name].astype(self.dtype), self.backend)
+
+    def _check_input(self, x, name="x"):
+        return check_array(x, name, backend=self.backend, dtype=self.dtype)
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+
+class RNNBase(Module):
+    """Multi-layer, optionally bidirectional recurrent layer; ``mode`` picks the cell.
+
+    Parameters follow torch: for layer k and direction suffix s ('' or '_reverse')
+    ``weight_ih_l{k}{s}`` (G*H, in_k), ``weight_hh_l{k}{s}`` (G*H, H), ``bias_ih_l{k}{s}``,
+    ``bias_hh_l{k}{s}`` (G*H,), with G = 1 (RNN), 4 (LSTM, gates i f g o), 3 (GRU, gates r z n),
+    in_0 = input_size and in_k = H * num_directions above. All start U(-1/sqrt(H), 1/sqrt(H)).
+    """
+
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype="float32", backend=None, seed=None,
+                 check_finite=True):
+        super().__init__(dtype=dtype, backend=backend)
+        self.mode = mode
+        self.cell = get_cell(mode)
+        self.input_size = check_positive_int(input_size, "input_size")
+        self.hidden_size = check_positive_int(hidden_size, "hidden_size")
+        self.num_layers = check_positive_int(num_layers, "num_layers")
+        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.check_finite = bool(check_finite)
+        self._rng = be.default_rng(seed)
+        H, G = self.hidden_size, self.cell.num_gates
+        bound = 1.0 / math.sqrt(H)
+        for layer in range(self.num_layers):
+            in_size = self.input_size if layer == 0 else H * self.num_directions
+            for suffix in self._suffixes():
+                shapes = {"weight_ih": (G * H, in_size), "weight_hh": (G * H, H)}
+                if self.bias:
+                    shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
+                for kind, shape in shapes.items():
+                    self.add_param(f"{kind}_l{layer}{suffix}", self._rng.uniform(-bound, bound, shape))
+        self._cache = None
+        self.last_dropout_masks = None
+
+    def _suffixes(self):
+        return ("", "_reverse")[: self.num_directions]
+
+    def _layer_params(self, layer, direction):
+        suffix = self._suffixes()[direction]
+        return {kind: self.params.get(f"{kind}_l{layer}{suffix}")
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        return s + f", dtype={self.dtype}, backend={self.backend!r}"
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    # -- argument checks ---------------------------------------------------------------------
+    def _check_x(self, x):
+        layout = "(batch, seq_len, input_size={})" if self.batch_first else "(seq_len, batch, input_size={})"
+        doc = layout.format(self.input_size)
+        check_array(x, "x", backend=self.backend, dtype=self.dtype, ndim=3, shape_doc=doc)
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"x must have shape {doc}, got shape {tuple(x.shape)}: last axis is not input_size")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"x must have shape {doc} with seq_len and batch >= 1, got shape {tuple(x.shape)}")
+        if self.check_finite:
+            check_array(x, "x", backend=self.backend, finite=True)
+
+    def _state_shape(self, batch):
+        return (self.num_layers * self.num_directions, batch, self.hidden_size)
+
+    def _check_state(self, state, name, batch):
+        shape = self._state_shape(batch)
+        doc = f"(num_layers * num_directions={shape[0]}, batch={batch}, hidden_size={shape[2]})"
+        return check_array(state, name, backend=self.backend, dtype=self.dtype, shape=shape, shape_doc=doc,
+                           finite=self.check_finite)
+
+    def _split_state(self, hx, batch, names):
+        """hx (None, an array, or a tuple with None parts) -> tuple of arrays per state."""
+        n = self.cell.num_states
+        if hx is None:
+            hx = (None,) * n
+        elif n == 1:
+            hx = (hx,)
+        elif not isinstance(hx, (tuple, list)) or len(hx) != n:
+            raise TypeError(f"state for {type(self).__name__} must be a tuple ({', '.join(names)}) or None, "
+                            f"got {type(hx).__name__}")
+        out = []
+        for value, name in zip(hx, names):
+            if value is None:
+                value = self.xp.zeros(self._state_shape(batch), dtype=self.dtype)
+            else:
+                self._check_state(value, name, batch)
+            out.append(value)
+        return tuple(out)
+
+    # -- forward / backward --------------------------------------------------------------------
+    def _forward(self, x, hx, lengths, dropout_masks, state_names):
+        self._check_x(x)
+        xt = self.xp.ascontiguousarray(x.transpose(1, 0, 2)) if self.batch_first else x
+        T, B, _ = xt.shape
+        states = self._split_state(hx, B, state_names)
+        mask = None
+        if lengths is not None:
+            lengths = check_lengths(lengths, batch=B, seq_len=T)
+            mask = be.to_backend((np.arange(T)[:, None] < lengths[None, :])[:, :, None], self.backend)
+        masks = self._dropout_masks(T, B, dropout_masks)
+        D, H = self.num_directions, self.hidden_size
+        caches, finals = [], [[None] * (self.num_layers * D) for _ in states]
+        layer_in = xt
+        for layer in range(self.num_layers):
+            if layer > 0 and masks is not None:
+                layer_in = layer_in * masks[layer - 1]
+            outs, layer_caches = [], []
+            for d in range(D):
+                idx = layer * D + d
+                out, final, cache = sequence_forward(
+                    self.mode, layer_in, tuple(s[idx] for s in states), self._layer_params(layer, d),
+                    reverse=d == 1, mask=mask)
+                outs.append(out)
+                layer_caches.append(cache)
+                for k, f in enumerate(final):
+                    finals[k][idx] = f
+            layer_in = outs[0].copy() if D == 1 else self.xp.concatenate(outs, axis=2)
+            caches.append(layer_caches)
+        self._cache = {"caches": caches, "masks": masks, "shape": (T, B), "batch_first": self.batch_first}
+        self.last_dropout_masks = masks
+        output = self.xp.ascontiguousarray(layer_in.transpose(1, 0, 2)) if self.batch_first else layer_in
+        return output, tuple(self.xp.stack(f) for f in finals)
+
+    def _dropout_masks(self, T, B, given):
+        """Inverted-dropout masks for the inputs of layers 1..L-1 (None when dropout is off)."""
+        if given is not None:
+            return given
+        if not self.training or self.dropout == 0 or self.num_layers == 1:
+            return None
+        keep = 1.0 - self.dropout
+        shape = (T, B, self.hidden_size * self.num_directions)
+        return [be.to_backend(((self._rng.random(shape) < keep) / keep).astype(self.dtype), self.backend)
+                for _ in range(self.num_layers - 1)]
+
+    def _backward(self, dout, dstates, state_names):
+        if self._cache is None:
+            raise ValueError(f"{type(self).__name__}.backward() called before forward(): there is no cached "
+                             "forward pass to differentiate")
+        T, B = self._cache["shape"]
+        D, H = self.num_directions, self.hidden_size
+        if dout is not None:
+            out_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
+            check_array(dout, "dout", backend=self.backend, dtype=self.dtype, shape=out_shape)
+            if self.batch_first:
+                dout = self.xp.ascontiguousarray(dout.transpose(1, 0, 2))
+        n = self.cell.num_states
+        if dstates is None:
+            dstates = (None,) * n
+        elif n == 1:
+            dstates = (dstates,)
+        dstates = tuple(None if d is None else self._check_state(d, name, B)
+                        for d, name in zip(dstates, state_names))
+        d_init = [[None] * (self.num_layers * D) for _ in range(n)]
+        masks = self._cache["masks"]
+        dcur = dout
+        for layer in reversed(range(self.num_layers)):
+            dx_sum = None
+            for d in range(D):
+                idx = layer * D + d
+                dout_d = None if dcur is None else dcur[:, :, d * H:(d + 1) * H]
+                dstate_n = None if all(s is None for s in dstates) else tuple(
+                    None if s is None else s[idx] for s in dstates)
+                dx, d0, dparams = sequence_backward(self.mode, dout_d, dstate_n, self._cache["caches"][layer][d])
+                suffix = self._suffixes()[d]
+                for kind, g in dparams.items():
+                    self.grads[f"{kind}_l{layer}{suffix}"] += g
+                for k, g in enumerate(d0):
+                    d_init[k][idx] = g
+                dx_sum = dx if dx_sum is None else dx_sum + dx
+            if layer > 0 and masks is not None:
+                dx_sum *= masks[layer - 1]
+            dcur = dx_sum
+        dx = self.xp.ascontiguousarray(dcur.transpose(1, 0, 2)) if self.batch_first else dcur
+        return dx, tuple(self.xp.stack(g) for g in d_init)
+
+
+class RNN(RNNBase):
+    """Elman RNN, ``torch.nn.RNN``-shaped. ``nonlinearity`` is 'tanh' or 'relu'.
+
+    ``out, h_n = rnn(x, h0=None, lengths=None)``;  ``dx, dh0 = rnn.backward(dout, dh_n=None)``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, backend, seed, check_finite)
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s if self.nonlinearity == "tanh" else s + ", nonlinearity='relu'"
+
+    def forward(self, x, h0=None, lengths=None, *, dropout_masks=None):
+        out, (h_n,) = self._forward(x, h0, lengths, dropout_masks, ("h0",))
+        return out, h_n
+
+    def backward(self, dout, dh_n=None):
+        dx, (dh0,) = self._backward(dout, dh_n, ("dh_n",))
+        return dx, dh0
+
+
+class GRU(RNN):
+    """Gated recurrent unit, ``torch.nn.GRU``-shaped (gates r, z, n)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True):
+        self.nonlinearity = "tanh"
+        RNNBase.__init__(self, "gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, backend, seed, check_finite)
+
+
+class LSTM(RNNBase):
+    """Long short-term memory, ``torch.nn.LSTM``-shaped (gates i, f, g, o).
+
+    ``out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)``;
+    ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n)=None)``; any part may be None (zeros).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True):
+        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         dtype, backend, seed, check_finite)
+
+    def forward(self, x, state=None, lengths=None, *, dropout_masks=None):
+        out, (h_n, c_n) = self._forward(x, state, lengths, dropout_masks, ("h0", "c0"))
+        return out, (h_n, c_n)
+
+    def backward(self, dout, dstate=None):
+        dx, (dh0, dc0) = self._backward(dout, dstate, ("dh_n", "dc_n"))
+        return dx, (dh0, dc0)
+
+
+class Linear(Module):
+    """``y = x W^T + b`` over the last axis (any leading axes), ``torch.nn.Linear``-shaped.
+
+    Backward: dx = dy W,  dW += dy^T x,  db += sum dy (over all leading axes).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype="float32", backend=None, seed=None):
+        super().__init__(dtype=dtype, backend=backend)
+        self.in_features = check_positive_int(in_features, "in_features")
+        self.out_features = check_positive_int(out_features, "out_features")
+        rng = be.default_rng(seed)
+        bound = 1.0 / math.sqrt(in_features)
+        self.add_param("weight", rng.uniform(-bound, bound, (out_features, in_features)))
+        if bias:
+            self.add_param("bias", rng.uniform(-bound, bound, (out_features,)))
+        self._x = None
+
+    def __repr__(self):
+        return f"Linear({self.in_features}, {self.out_features}, bias={'bias' in self.params})"
+
+    def forward(self, x):
+        self._check_input(x)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have shape (..., in_features={self.in_features}), got shape {tuple(x.shape)}")
+        self._x = x
+        y = x @ self.params["weight"].T
+        if "bias" in self.params:
+            y += self.params["bias"]
+        return y
+
+    def backward(self, dy):
+        if self._x is None:
+            raise ValueError("Linear.backward() called before forward()")
+        x = self._x
+        check_array(dy, "dy", backend=self.backend, dtype=self.dtype, shape=(*x.shape[:-1], self.out_features))
+        dy2 = dy.reshape(-1, self.out_features)
+        self.grads["weight"] += dy2.T @ x.reshape(-1, self.in_features)
+        if "bias" in self.params:
+            self.grads["bias"] += dy2.sum(axis=0)
+        return dy @ self.params["weight"]
+
+
+class Embedding(Module):
+    """Lookup table ``y = W[idx]``, ``torch.nn.Embedding``-shaped; W ~ N(0, 1).
+
+    Backward scatters: dW[idx] += dy (repeated indices add up).
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, dtype="float32", backend=None, seed=None):
+        super().__init__(dtype=dtype, backend=backend)
+        self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
+        self.add_param("weight", be.default_rng(seed).standard_normal((num_embeddings, embedding_dim)))
+        self._idx = None
+
+    def __repr__(self):
+        return f"Embedding({self.num_embeddings}, {self.embedding_dim})"
+
+    def forward(self, idx):
+        check_array(idx, "idx", backend=self.backend)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"idx must be an integer array, got dtype {idx.dtype}")
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
+            raise ValueError(f"idx values must lie in 0..{self.num_embeddings - 1}, "
+                             f"got {int(idx.min())}..{int(idx.max())}")
+        self._idx = idx
+        return self.params["weight"][idx]
+
+    def backward(self, dy):
+        if self._idx is None:
+            raise ValueError("Embedding.backward() called before forward()")
+        check_array(dy, "dy", backend=self.backend, dtype=self.dtype, shape=(*self._idx.shape, self.embedding_dim))
+        self.xp.add.at(self.grads["weight"], self._idx.reshape(-1), dy.reshape(-1, self.embedding_dim))
+        return None
