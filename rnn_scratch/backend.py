@@ -16,6 +16,7 @@ with the reason (not installed, no device, driver error).
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from types import ModuleType
 
@@ -33,7 +34,7 @@ class BackendUnavailableError(RuntimeError):
 def _probe_cupy() -> tuple[ModuleType | None, str]:
     """Import CuPy and check that a CUDA device answers. Returns (module or None, reason)."""
     try:
-        import cupy  # noqa: PLC0415  (the one place cupy is imported)
+        import cupy  # the one place cupy is imported
     except Exception as exc:  # ImportError, or a broken CUDA install raising at import
         return None, f"cupy is not importable ({type(exc).__name__}: {exc})"
     try:
@@ -89,8 +90,6 @@ def is_cupy_array(array) -> bool:
 
 
 def _cupy_imported() -> bool:
-    import sys
-
     return "cupy" in sys.modules
 
 

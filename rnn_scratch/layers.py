@@ -215,7 +215,7 @@ class RNNBase(Module):
             lengths = check_lengths(lengths, batch=B, seq_len=T)
             mask = be.to_backend((np.arange(T)[:, None] < lengths[None, :])[:, :, None], self.backend)
         masks = self._dropout_masks(T, B, dropout_masks)
-        D, H = self.num_directions, self.hidden_size
+        D = self.num_directions
         caches, finals = [], [[None] * (self.num_layers * D) for _ in states]
         layer_in = xt
         for layer in range(self.num_layers):

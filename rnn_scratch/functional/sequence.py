@@ -18,9 +18,8 @@ starts at step L-1: the semantics of torch's packed sequences.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from typing import Callable
 
 from ..backend import array_module
 from . import gru, lstm, rnn

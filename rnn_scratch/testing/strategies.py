@@ -1,0 +1,153 @@
+"""Hypothesis strategies for recurrent-layer configurations and their inputs (public API).
+
+Use them in your own suites::
+
+    from hypothesis import given
+    from rnn_scratch.testing import layer_configs, layer_inputs
+
+    @given(data=st.data())
+    def test_mine(data):
+        cfg = data.draw(layer_configs(cells=["lstm"], num_layers=2))
+        inp = data.draw(layer_inputs(cfg))
+        layer = cfg.build(dtype="float64", seed=0)
+        out, state = layer(inp.x, inp.state, inp.lengths)
+
+Every argument of :func:`layer_configs` / :func:`layer_inputs` takes either a fixed value or a
+strategy, so a test can pin some dimensions and let hypothesis drive the rest.
+Values of the arrays come from a drawn seed (fast to generate, reproducible, shrinkable by seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+
+
+def _strategy(value):
+    if isinstance(value, SearchStrategy):
+        return value
+    if isinstance(value, (list, tuple)):
+        return st.sampled_from(list(value))
+    return st.just(value)
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One recurrent-layer configuration: what the constructor of rs.RNN/LSTM/GRU (and torch's) takes."""
+
+    cell: str
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    batch_first: bool = False
+    bias: bool = True
+    dropout: float = 0.0
+
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def is_lstm(self):
+        return self.cell == "lstm"
+
+    def kwargs(self):
+        """Constructor keyword arguments shared by rnn_scratch and torch."""
+        kw = dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                  dropout=self.dropout, bidirectional=self.bidirectional)
+        if self.cell.startswith("rnn_"):
+            kw["nonlinearity"] = self.cell[4:]
+        return kw
+
+    def build(self, dtype="float64", backend=None, seed=None, **extra):
+        """The rnn_scratch layer for this configuration."""
+        from .. import layers  # testing sits above layers
+
+        cls = {"lstm": layers.LSTM, "gru": layers.GRU}.get(self.cell, layers.RNN)
+        return cls(self.input_size, self.hidden_size, dtype=dtype, backend=backend, seed=seed,
+                   **self.kwargs(), **extra)
+
+    def state_shape(self, batch):
+        return (self.num_layers * self.num_directions, batch, self.hidden_size)
+
+
+@dataclass
+class LayerInputs:
+    """Host (NumPy) inputs for one call: x in the layer's layout, state (None, h0 or (h0, c0)), lengths."""
+
+    x: np.ndarray
+    state: object = None
+    lengths: np.ndarray | None = None
+    seq_len: int = 0
+    batch: int = 0
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@st.composite
+def layer_configs(draw, cells=CELLS, input_size=st.integers(1, 4), hidden_size=st.integers(1, 5),
+                  num_layers=st.integers(1, 3), bidirectional=st.booleans(), batch_first=st.booleans(),
+                  bias=st.booleans(), dropout=0.0):
+    """Strategy for :class:`LayerConfig`. Each argument: a fixed value, a list to sample from, or a strategy."""
+    return LayerConfig(
+        cell=draw(_strategy(cells)),
+        input_size=draw(_strategy(input_size)),
+        hidden_size=draw(_strategy(hidden_size)),
+        num_layers=draw(_strategy(num_layers)),
+        bidirectional=draw(_strategy(bidirectional)),
+        batch_first=draw(_strategy(batch_first)),
+        bias=draw(_strategy(bias)),
+        dropout=draw(_strategy(dropout)),
+    )
+
+
+@st.composite
+def layer_inputs(draw, config, seq_len=st.integers(1, 6), batch=st.integers(1, 4), with_state=st.booleans(),
+                 with_lengths=st.booleans(), dtype="float64", scale=st.floats(0.1, 2.0)):
+    """Strategy for :class:`LayerInputs` matching ``config``: x, optional initial state(s), optional lengths.
+
+    Lengths, when drawn, are in 1..seq_len and include seq_len itself half of the time.
+    """
+    T = draw(_strategy(seq_len))
+    B = draw(_strategy(batch))
+    seed = draw(st.integers(0, 2**32 - 1))
+    amp = draw(_strategy(scale))
+    rng = np.random.default_rng(seed)
+    shape = (B, T, config.input_size) if config.batch_first else (T, B, config.input_size)
+    x = (amp * rng.standard_normal(shape)).astype(dtype)
+    state = None
+    if draw(_strategy(with_state)):
+        h0 = (0.5 * rng.standard_normal(config.state_shape(B))).astype(dtype)
+        state = (h0, (0.5 * rng.standard_normal(config.state_shape(B))).astype(dtype)) if config.is_lstm else h0
+    lengths = None
+    if draw(_strategy(with_lengths)):
+        lengths = rng.integers(1, T + 1, size=B)
+        if draw(st.booleans()):
+            lengths[rng.integers(B)] = T
+    return LayerInputs(x=x, state=state, lengths=lengths, seq_len=T, batch=B, seed=seed)
+
+
+PROFILE_SCALE = {"ci": 1, "dev": 10}
+
+
+def examples(n_ci: int) -> int:
+    """An example budget: ``n_ci`` under the ``ci`` profile, ten times more under ``dev``.
+
+    For tests whose every example is expensive (finite differences over a grid of configurations)."""
+    import os
+
+    return n_ci * PROFILE_SCALE.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 1)
+
+
+def register_profiles():
+    """Register the ``ci`` (derandomized, bounded) and ``dev`` (more examples) hypothesis profiles."""
+    common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("ci", derandomize=True, max_examples=10, print_blob=True, **common)
+    settings.register_profile("dev", max_examples=100, **common)

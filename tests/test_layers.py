@@ -1,0 +1,148 @@
+"""Layer behaviour beyond parity: parameters, state_dict, dropout, accumulation, backend selection."""
+
+import numpy as np
+import pytest
+import torch
+
+import rnn_scratch as rs
+from rnn_scratch import backend as be
+from rnn_scratch.gradcheck import check_layer, relative_error
+
+
+def test_parameter_names_and_shapes_match_torch():
+    for ours, theirs in [
+        (rs.LSTM(3, 5, num_layers=2, bidirectional=True), torch.nn.LSTM(3, 5, num_layers=2, bidirectional=True)),
+        (rs.GRU(3, 5, bias=False), torch.nn.GRU(3, 5, bias=False)),
+        (rs.RNN(3, 5, num_layers=3, nonlinearity="relu"), torch.nn.RNN(3, 5, num_layers=3, nonlinearity="relu")),
+    ]:
+        assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == \
+               {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+        assert list(ours.state_dict()) == list(theirs.state_dict())  # same order too
+        assert set(ours.grads) == set(ours.params)
+
+
+def test_initialisation_range():
+    layer = rs.LSTM(4, 16, seed=3)
+    for v in layer.params.values():
+        assert np.abs(v).max() <= 1 / np.sqrt(16)
+        assert np.abs(v).max() > 0.8 / np.sqrt(16)
+
+
+def test_seed_reproducible():
+    a, b = rs.GRU(2, 3, seed=7), rs.GRU(2, 3, seed=7)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+
+def test_torch_state_dict_loads_unchanged():
+    ref = torch.nn.GRU(3, 4, num_layers=2, batch_first=True).double()
+    ours = rs.GRU(3, 4, num_layers=2, batch_first=True, dtype="float64")
+    ours.load_state_dict(ref.state_dict())  # torch tensors straight in
+    x = np.random.default_rng(0).standard_normal((2, 6, 3))
+    out, h = ours(x)
+    out_t, h_t = ref(torch.from_numpy(x))
+    assert relative_error(out, out_t.detach().numpy()) < 1e-12
+    assert relative_error(h, h_t.detach().numpy()) < 1e-12
+
+
+def test_gradients_accumulate_and_zero_grad():
+    layer = rs.RNN(2, 3, dtype="float64", seed=0)
+    x = np.ones((4, 1, 2))
+    out, _ = layer(x)
+    layer.backward(np.ones_like(out))
+    once = {k: v.copy() for k, v in layer.grads.items()}
+    layer.backward(np.ones_like(out))
+    assert all(np.allclose(layer.grads[k], 2 * once[k]) for k in once)
+    layer.zero_grad()
+    assert all(not v.any() for v in layer.grads.values())
+
+
+def test_output_does_not_alias_cache():
+    layer = rs.LSTM(2, 3, dtype="float64", seed=0)
+    x = np.random.default_rng(1).standard_normal((4, 2, 2))
+    out, _ = layer(x)
+    layer.backward(np.ones_like(out))
+    expected = {k: v.copy() for k, v in layer.grads.items()}
+    layer.zero_grad()
+    out, _ = layer(x)
+    out *= 100  # the user scribbles on the output
+    layer.backward(np.ones_like(out))
+    assert all(np.allclose(layer.grads[k], expected[k]) for k in expected)
+
+
+def test_padded_outputs_are_zero_and_final_state_at_length():
+    layer = rs.GRU(2, 3, bidirectional=True, dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 2))
+    out, h_n = layer(x, lengths=np.array([5, 2]))
+    assert not out[2:, 1].any()
+    short, h_short = layer(x[:2, 1:2])
+    assert np.allclose(out[:2, 1], short[:, 0])
+    assert np.allclose(h_n[:, 1], h_short[:, 0])
+
+
+def test_dropout_train_vs_eval():
+    layer = rs.LSTM(3, 4, num_layers=3, dropout=0.5, dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 5, 3))
+    out_train, _ = layer(x)
+    masks = layer.last_dropout_masks
+    assert len(masks) == 2
+    values = np.unique(np.concatenate([m.ravel() for m in masks]))
+    assert set(values.tolist()) <= {0.0, 2.0} and 0.3 < (np.concatenate([m.ravel() for m in masks]) == 0).mean() < 0.7
+    layer.eval()
+    out_eval, _ = layer(x)
+    assert layer.last_dropout_masks is None
+    plain = rs.LSTM(3, 4, num_layers=3, dtype="float64")
+    plain.load_state_dict(layer.state_dict())
+    assert np.allclose(out_eval, plain(x)[0])
+    assert not np.allclose(out_train, out_eval)
+
+
+@pytest.mark.parametrize("cls", [rs.RNN, rs.LSTM, rs.GRU])
+def test_dropout_finite_differences_with_fixed_mask(cls):
+    layer = cls(2, 3, num_layers=3, dropout=0.4, bidirectional=True, dtype="float64", seed=0, check_finite=False)
+    x = np.random.default_rng(0).standard_normal((4, 2, 2))
+    layer(x)
+    masks = layer.last_dropout_masks
+    assert any((m == 0).any() for m in masks)
+    report = check_layer(layer, x, dropout_masks=masks, lengths=np.array([4, 3]))
+    assert report.passed, str(report)
+
+
+def test_gradcheck_catches_a_wrong_backward(monkeypatch):
+    """The checker must fail when the backward is wrong, else it proves nothing."""
+    import rnn_scratch.functional.sequence as seq
+
+    layer = rs.GRU(2, 3, dtype="float64", seed=0, check_finite=False)
+    x = np.random.default_rng(0).standard_normal((3, 2, 2))
+    real = seq.CELLS["gru"]
+
+    def broken_backward(dout, dstate, cache):
+        dx, d0, dp = real.backward(dout, dstate, cache)
+        dp["weight_hh"] = dp["weight_hh"] * 1.01
+        return dx, d0, dp
+
+    monkeypatch.setitem(seq.CELLS, "gru", seq.Cell(*[broken_backward if f == "backward" else getattr(real, f)
+                                                     for f in real.__dataclass_fields__]))
+    report = check_layer(layer, x)
+    assert not report.passed
+    assert [r.name for r in report.failures()] == ["weight_hh_l0"]
+
+
+def test_backend_env_override(monkeypatch):
+    monkeypatch.setenv("RNN_SCRATCH_BACKEND", "numpy")
+    assert be.resolve_backend(None) == "numpy"
+    assert rs.RNN(1, 2).backend == "numpy"
+    monkeypatch.setenv("RNN_SCRATCH_BACKEND", "opencl")
+    with pytest.raises(ValueError, match="environment variable RNN_SCRATCH_BACKEND must be one of"):
+        be.resolve_backend(None)
+
+
+def test_cupy_request_without_gpu_names_reason(monkeypatch):
+    if be.cupy_available():
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(be.BackendUnavailableError, match="backend 'cupy' was requested .* cannot run: cupy"):
+        rs.LSTM(2, 3, backend="cupy")
+
+
+def test_repr():
+    assert repr(rs.LSTM(3, 4, num_layers=2, bidirectional=True, backend="numpy")) == \
+        "LSTM(3, 4, num_layers=2, bidirectional=True, dtype=float32, backend='numpy')"
