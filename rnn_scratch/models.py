@@ -1,0 +1,274 @@
+"""The RNN types, each a :class:`~rnn_scratch.layers.Module` with ``forward`` and a hand-written ``backward``.
+
+All models take batch-first inputs. ``cell`` is ``"rnn"`` (tanh), ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
+
+| model                      | shape of the mapping                       | backward path                          |
+| -------------------------- | ------------------------------------------ | -------------------------------------- |
+| ManyToOneRegressor         | sequence -> vector (last step's state)     | head -> dh_n of the top layer          |
+| ManyToManyTagger           | sequence -> one output per step            | head at every step -> dout             |
+| OneToManyGenerator         | vector -> sequence (vector sets h0)        | dout -> dh0 -> tanh -> init layer      |
+| EncoderDecoder             | sequence -> sequence (state hand-over)     | decoder dh0/dc0 -> encoder dh_n/dc_n   |
+| BidirectionalClassifier    | sequence -> class (both final states)      | head -> dh_n of both directions        |
+| CharLM                     | tokens -> next-token logits (+ sampling)   | head -> dout -> embedding scatter      |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import GRU, LSTM, RNN, Embedding, Linear, Module
+
+CELL_NAMES = ("rnn", "rnn_relu", "lstm", "gru")
+
+
+def make_recurrent(cell, input_size, hidden_size, **kw):
+    """rs.RNN / LSTM / GRU for a cell name; models use batch_first=True."""
+    kw.setdefault("batch_first", True)
+    if cell in ("rnn", "rnn_tanh"):
+        return RNN(input_size, hidden_size, nonlinearity="tanh", **kw)
+    if cell == "rnn_relu":
+        return RNN(input_size, hidden_size, nonlinearity="relu", **kw)
+    if cell == "lstm":
+        return LSTM(input_size, hidden_size, **kw)
+    if cell == "gru":
+        return GRU(input_size, hidden_size, **kw)
+    raise ValueError(f"cell must be one of {CELL_NAMES}, got {cell!r}")
+
+
+def hidden_of(layer, state):
+    """h_n from a layer's returned state (the LSTM returns (h_n, c_n))."""
+    return state[0] if isinstance(layer, LSTM) else state
+
+
+def state_grad(layer, dh_n, dc_n=None):
+    """The state-gradient argument of ``layer.backward`` for a gradient on h_n (and c_n)."""
+    return (dh_n, dc_n) if isinstance(layer, LSTM) else dh_n
+
+
+def _common(kw):
+    return {k: kw[k] for k in ("dtype", "backend") if k in kw}
+
+
+class ManyToOneRegressor(Module):
+    """Recurrent layer + linear head on the top layer's final state: ``y = W h_T + b``.
+
+    This is the forecasting model: a window of a series in, the next value(s) out.
+    """
+
+    def __init__(self, cell="rnn", input_size=1, hidden_size=50, output_size=1, num_layers=1, seed=None, **kw):
+        super().__init__(**_common(kw))
+        rng = np.random.default_rng(seed)
+        self.rnn = self.add_child("rnn", make_recurrent(cell, input_size, hidden_size, num_layers=num_layers,
+                                                        seed=int(rng.integers(2**31)), **kw))
+        self.head = self.add_child("head", Linear(hidden_size * self.rnn.num_directions, output_size,
+                                                  seed=int(rng.integers(2**31)), **_common(kw)))
+
+    def forward(self, x, lengths=None):
+        _, state = self.rnn(x, lengths=lengths)
+        h_n = hidden_of(self.rnn, state)
+        D = self.rnn.num_directions
+        self._h_shape = h_n.shape
+        top = h_n[-1] if D == 1 else self.xp.concatenate([h_n[-2], h_n[-1]], axis=1)
+        return self.head(top)
+
+    def backward(self, dy):
+        dtop = self.head.backward(dy)
+        dh_n = self.xp.zeros(self._h_shape, dtype=self.dtype)
+        H = self.rnn.hidden_size
+        for d in range(self.rnn.num_directions):
+            dh_n[len(dh_n) - self.rnn.num_directions + d] = dtop[:, d * H:(d + 1) * H]
+        dx, _ = self.rnn.backward(None, state_grad(self.rnn, dh_n))
+        return dx
+
+
+class ManyToManyTagger(Module):
+    """A label (or value) per step: ``y_t = W out_t + b``; bidirectional lets step t see the future."""
+
+    def __init__(self, cell="lstm", input_size=1, hidden_size=32, num_classes=2, num_layers=1, bidirectional=False,
+                 seed=None, **kw):
+        super().__init__(**_common(kw))
+        rng = np.random.default_rng(seed)
+        self.rnn = self.add_child("rnn", make_recurrent(cell, input_size, hidden_size, num_layers=num_layers,
+                                                        bidirectional=bidirectional,
+                                                        seed=int(rng.integers(2**31)), **kw))
+        self.head = self.add_child("head", Linear(hidden_size * self.rnn.num_directions, num_classes,
+                                                  seed=int(rng.integers(2**31)), **_common(kw)))
+
+    def forward(self, x, lengths=None):
+        out, _ = self.rnn(x, lengths=lengths)
+        return self.head(out)
+
+    def backward(self, dlogits):
+        dx, _ = self.rnn.backward(self.head.backward(dlogits))
+        return dx
+
+
+class OneToManyGenerator(Module):
+    """A vector ``v`` sets the initial state, ``h0 = tanh(W_init v + b_init)``; the sequence unrolls from it.
+
+    With ``feedback=False`` (default) every step's input is zero: the whole sequence unrolls from the
+    state ``v`` set, and training and generation compute the same thing. With ``feedback=True`` step t's
+    input is the previous output value (teacher forcing in training: the previous target; generation:
+    the model's own previous prediction), zero at the first step.
+    """
+
+    def __init__(self, cell="gru", cond_size=2, hidden_size=32, output_size=1, feedback=False, seed=None, **kw):
+        super().__init__(**_common(kw))
+        rng = np.random.default_rng(seed)
+        self.output_size = output_size
+        self.feedback = bool(feedback)
+        self.init = self.add_child("init", Linear(cond_size, hidden_size, seed=int(rng.integers(2**31)),
+                                                  **_common(kw)))
+        self.rnn = self.add_child("rnn", make_recurrent(cell, output_size, hidden_size,
+                                                        seed=int(rng.integers(2**31)), **kw))
+        self.head = self.add_child("head", Linear(hidden_size, output_size, seed=int(rng.integers(2**31)),
+                                                  **_common(kw)))
+
+    def _state(self, v):
+        self._h0 = self.xp.tanh(self.init(v))[None]
+        return (self._h0, None) if isinstance(self.rnn, LSTM) else self._h0
+
+    def forward(self, v, targets):
+        """Teacher-forced: targets (B, T, output_size); returns predictions of the same shape."""
+        x = self.xp.zeros_like(targets)
+        if self.feedback:
+            x[:, 1:] = targets[:, :-1]
+        out, _ = self.rnn(x, self._state(v))
+        return self.head(out)
+
+    def backward(self, dy):
+        _, dstate = self.rnn.backward(self.head.backward(dy))
+        dh0 = hidden_of(self.rnn, dstate)[0]
+        self.init.backward(dh0 * (1 - self._h0[0] ** 2))
+
+    def generate(self, v, steps):
+        """Free-running: each step's prediction is the next step's input. Returns (B, steps, output_size)."""
+        state = self._state(v)
+        x = self.xp.zeros((v.shape[0], 1, self.output_size), dtype=self.dtype)
+        outs = []
+        for _ in range(steps):
+            out, state = self.rnn(x, state)
+            y = self.head(out)
+            outs.append(y)
+            if self.feedback:
+                x = y
+        return self.xp.concatenate(outs, axis=1)
+
+
+class EncoderDecoder(Module):
+    """Sequence to sequence: the encoder's final state (h, and c for the LSTM) starts the decoder.
+
+    Training uses teacher forcing (the decoder reads ``bos`` + target[:-1]); :meth:`greedy_decode`
+    feeds back the arg-max token.
+    """
+
+    def __init__(self, cell="gru", src_vocab=12, tgt_vocab=12, embed_size=16, hidden_size=64, num_layers=1,
+                 seed=None, **kw):
+        super().__init__(**_common(kw))
+        rng = np.random.default_rng(seed)
+
+        def s():
+            return int(rng.integers(2**31))
+
+        self.src_embed = self.add_child("src_embed", Embedding(src_vocab, embed_size, seed=s(), **_common(kw)))
+        self.tgt_embed = self.add_child("tgt_embed", Embedding(tgt_vocab, embed_size, seed=s(), **_common(kw)))
+        self.encoder = self.add_child("encoder", make_recurrent(cell, embed_size, hidden_size, num_layers=num_layers,
+                                                                seed=s(), **kw))
+        self.decoder = self.add_child("decoder", make_recurrent(cell, embed_size, hidden_size, num_layers=num_layers,
+                                                                seed=s(), **kw))
+        self.head = self.add_child("head", Linear(hidden_size, tgt_vocab, seed=s(), **_common(kw)))
+
+    def encode(self, src, src_lengths=None):
+        _, state = self.encoder(self.src_embed(src), lengths=src_lengths)
+        return state
+
+    def forward(self, src, tgt_in, src_lengths=None):
+        """src (B, S) ints, tgt_in (B, T) ints (bos + target[:-1]) -> logits (B, T, tgt_vocab)."""
+        state = self.encode(src, src_lengths)
+        out, _ = self.decoder(self.tgt_embed(tgt_in), state)
+        return self.head(out)
+
+    def backward(self, dlogits):
+        dx_dec, dstate0 = self.decoder.backward(self.head.backward(dlogits))
+        self.tgt_embed.backward(dx_dec)
+        dx_enc, _ = self.encoder.backward(None, dstate0)  # the decoder's initial state was the encoder's final
+        self.src_embed.backward(dx_enc)
+
+    def greedy_decode(self, src, bos, steps, src_lengths=None):
+        state = self.encode(src, src_lengths)
+        token = self.xp.full((src.shape[0], 1), bos, dtype=src.dtype)
+        outs = []
+        for _ in range(steps):
+            out, state = self.decoder(self.tgt_embed(token), state)
+            token = self.head(out).argmax(axis=-1).astype(src.dtype)
+            outs.append(token)
+        return self.xp.concatenate(outs, axis=1)
+
+
+class BidirectionalClassifier(Module):
+    """One class per sequence from both directions' final states: ``y = W [h_fwd_T ; h_bwd_1] + b``."""
+
+    def __init__(self, cell="gru", input_size=1, hidden_size=32, num_classes=2, num_layers=1, seed=None, **kw):
+        super().__init__(**_common(kw))
+        rng = np.random.default_rng(seed)
+        self.rnn = self.add_child("rnn", make_recurrent(cell, input_size, hidden_size, num_layers=num_layers,
+                                                        bidirectional=True, seed=int(rng.integers(2**31)), **kw))
+        self.head = self.add_child("head", Linear(2 * hidden_size, num_classes, seed=int(rng.integers(2**31)),
+                                                  **_common(kw)))
+
+    def forward(self, x, lengths=None):
+        _, state = self.rnn(x, lengths=lengths)
+        h_n = hidden_of(self.rnn, state)
+        self._h_shape = h_n.shape
+        return self.head(self.xp.concatenate([h_n[-2], h_n[-1]], axis=1))
+
+    def backward(self, dlogits):
+        dfeat = self.head.backward(dlogits)
+        H = self.rnn.hidden_size
+        dh_n = self.xp.zeros(self._h_shape, dtype=self.dtype)
+        dh_n[-2], dh_n[-1] = dfeat[:, :H], dfeat[:, H:]
+        dx, _ = self.rnn.backward(None, state_grad(self.rnn, dh_n))
+        return dx
+
+
+class CharLM(Module):
+    """Character-level language model: embedding -> recurrent layers -> logits over the vocabulary."""
+
+    def __init__(self, vocab_size, cell="lstm", embed_size=32, hidden_size=128, num_layers=1, dropout=0.0,
+                 seed=None, **kw):
+        super().__init__(**_common(kw))
+        rng = np.random.default_rng(seed)
+        self.vocab_size = vocab_size
+        self.embed = self.add_child("embed", Embedding(vocab_size, embed_size, seed=int(rng.integers(2**31)),
+                                                       **_common(kw)))
+        self.rnn = self.add_child("rnn", make_recurrent(cell, embed_size, hidden_size, num_layers=num_layers,
+                                                        dropout=dropout, seed=int(rng.integers(2**31)), **kw))
+        self.head = self.add_child("head", Linear(hidden_size, vocab_size, seed=int(rng.integers(2**31)),
+                                                  **_common(kw)))
+
+    def forward(self, idx, state=None):
+        """idx (B, T) ints -> (logits (B, T, vocab), final state)."""
+        out, state = self.rnn(self.embed(idx), state)
+        return self.head(out), state
+
+    def backward(self, dlogits):
+        dx, _ = self.rnn.backward(self.head.backward(dlogits))
+        self.embed.backward(dx)
+
+    def sample(self, prefix, length, temperature=1.0, rng=None):
+        """Continue ``prefix`` (list of ints) by ``length`` tokens drawn from softmax(logits / temperature)."""
+        from .losses import softmax
+
+        rng = rng or np.random.default_rng()
+        was_training = self.training
+        self.eval()
+        idx = self.xp.asarray(np.asarray(prefix, dtype=np.int64)[None])
+        logits, state = self(idx)
+        out = []
+        for _ in range(length):
+            p = np.asarray(softmax(logits[0, -1].astype(np.float64) / max(temperature, 1e-6)).tolist())
+            token = int(rng.choice(len(p), p=p / p.sum()))
+            out.append(token)
+            logits, state = self(self.xp.asarray(np.array([[token]])), state)
+        self.train(was_training)
+        return out
