@@ -130,3 +130,25 @@ def synchronize(backend: str | None = None) -> None:
 def default_rng(seed: int | None = None) -> np.random.Generator:
     """Host random generator; parameters are drawn on the host so every backend gets the same values."""
     return np.random.default_rng(seed)
+
+
+def cupy_benchmark(fn, n_repeat=20, n_warmup=3):
+    """Median GPU seconds of ``fn()`` by ``cupyx.profiler.benchmark`` (CUDA events, synchronised)."""
+    if not cupy_available():
+        raise BackendUnavailableError(cupy_unavailable_reason())
+    from cupyx.profiler import benchmark
+
+    result = benchmark(fn, n_repeat=n_repeat, n_warmup=n_warmup)
+    import numpy
+
+    return float(numpy.median(result.gpu_times[0]))
+
+
+def device_name() -> str | None:
+    """The CUDA device's name, when CuPy can see one."""
+    if not cupy_available():
+        return None
+    cp = _probe_cupy()[0]
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)

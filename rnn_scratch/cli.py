@@ -186,6 +186,40 @@ def cmd_char(args):
 cmd_char.add_arguments = _char_arguments
 
 
+def _bench_arguments(p):
+    p.add_argument("--quick", action="store_true", help="few sizes and repeats (CI)")
+    p.add_argument("--sizes", nargs="+", help="grid rows: seed tiny mid large xl (default all; quick: seed tiny mid)")
+    p.add_argument("--cells", nargs="+", default=["rnn_tanh", "lstm", "gru"])
+    p.add_argument("--backends", nargs="+", help="numpy cupy torch_cpu torch_cuda (default: all present)")
+    p.add_argument("--sweep-max", type=int, default=2048, help="largest H of the hidden-size sweep (0: no sweep)")
+    p.add_argument("--name", help="results file name: benchmarks/results/bench_NAME.json (default cpu or gpu)")
+    p.add_argument("--repeat", type=int, help="timed repeats per case (default 9; quick 3)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("bench", "time forward and forward+backward on NumPy, CuPy, PyTorch CPU and CUDA; JSON, table, plots")
+def cmd_bench(args):
+    from . import benchmark
+
+    sweep = args.sweep_max > 0
+    if sweep:
+        benchmark.SWEEP_H = tuple(h for h in benchmark.SWEEP_H if h <= args.sweep_max)
+    result = benchmark.run(sizes=args.sizes, cells=args.cells, backends=args.backends, sweep=sweep,
+                           quick=args.quick, dtype=args.dtype, show_progress=not args.no_progress,
+                           repeat=args.repeat)
+    result["command"] = "python -m rnn_scratch bench " + " ".join(sys.argv[2:])
+    path = benchmark.save(result, args.out, args.name)
+    text = benchmark.table(result)
+    with open(path.replace(".json", ".txt"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    print("wrote", path, *benchmark.plot(result, args.out))
+    return 0
+
+
+cmd_bench.add_arguments = _bench_arguments
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="rnn-scratch",

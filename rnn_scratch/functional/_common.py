@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
+
 from ..backend import array_module
 
 PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -70,3 +74,39 @@ def input_gradient(dgates, weight_ih):
     """dx_t = dgates_t @ W_ih for all steps: one GEMM."""
     T, B, G = dgates.shape
     return (dgates.reshape(T * B, G) @ weight_ih).reshape(T, B, -1)
+
+
+def sigmoid_from_negated_(xp, a):
+    """In place: a holds -z on entry, sigma(z) = 1 / (1 + exp(-z)) on exit.
+
+    The fast paths pre-scale the sigmoid rows of the weights by -1, so the negation is free. One
+    ``exp`` and two cheap passes: NumPy's ``exp`` is several times cheaper than its ``tanh``
+    (4x in float64, 2x in float32 on AVX2). exp overflows to inf for very negative z, giving the
+    exact limit 0 (see :func:`quiet_overflow`).
+    """
+    xp.exp(a, out=a)
+    a += 1
+    xp.reciprocal(a, out=a)
+
+
+def tanh_from_sigmoid_(a):
+    """In place: a holds sigma(2z) on entry, tanh(z) = 2 sigma(2z) - 1 on exit."""
+    a *= 2
+    a -= 1
+
+
+def tanh_(xp, a):
+    """In-place tanh; on NumPy through exp (tanh(z) = 2 / (1 + exp(-2z)) - 1) where that is faster:
+    float64 (exp ~4x cheaper than tanh) or large float32 blocks (~1.4x); small blocks pay more in calls."""
+    if xp is not np or (a.dtype == np.float32 and a.size < 4096):
+        xp.tanh(a, out=a)
+        return
+    a *= -2
+    sigmoid_from_negated_(xp, a)
+    tanh_from_sigmoid_(a)
+
+
+def quiet_overflow(xp):
+    """NumPy warns when exp overflows to inf; in the sigmoid that inf is the right answer."""
+    return np.errstate(over="ignore") if xp is np else contextlib.nullcontext()
+

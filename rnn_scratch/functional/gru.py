@@ -24,7 +24,17 @@ recurrent term of n (torch's convention; the original GRU paper applies r before
 from __future__ import annotations
 
 from ..backend import array_module
-from ._common import input_gradient, input_projection, state_slots, time_order, unpack, weight_gradients
+from ._common import (
+    input_gradient,
+    input_projection,
+    quiet_overflow,
+    sigmoid_from_negated_,
+    state_slots,
+    tanh_,
+    time_order,
+    unpack,
+    weight_gradients,
+)
 
 
 def _sigmoid(xp, a):
@@ -71,7 +81,7 @@ def gru_step_backward(dh, cache):
 def gru_forward(x, h0, params, *, reverse=False, mask=None):
     """Whole sequence, fast path. x: (T, B, I), h0: (B, H), mask: None or bool (T, B, 1).
 
-    r and z use sigma(a) = 0.5 + 0.5 tanh(a/2) on weights pre-scaled by 1/2.
+    r and z use sigma(a) = 1 / (1 + exp(-a)) on weights pre-scaled by -1 (one exp for both gates).
     Returns (out (T, B, H), h_n, cache).
     """
     xp = array_module(x)
@@ -79,7 +89,7 @@ def gru_forward(x, h0, params, *, reverse=False, mask=None):
     T, B, _ = x.shape
     H = w_hh.shape[1]
     scale = xp.ones((3 * H, 1), dtype=x.dtype)
-    scale[: 2 * H] = 0.5
+    scale[: 2 * H] = -1.0
     w_hh_s_t = (w_hh * scale).T.copy()
     if b_ih is None:
         bias_x, b_hn = None, None
@@ -94,29 +104,28 @@ def gru_forward(x, h0, params, *, reverse=False, mask=None):
     first, prev, new, after, before = state_slots(T, reverse)
     hbuf[first] = h0
     rec = xp.empty((B, 3 * H), dtype=x.dtype)
-    for t in time_order(T, reverse):
-        h_prev, h_new = hbuf[prev(t)], hbuf[new(t)]
-        gt = gates[t]
-        xp.matmul(h_prev, w_hh_s_t, out=rec)
-        rz = gt[:, : 2 * H]
-        rz += rec[:, : 2 * H]
-        xp.tanh(rz, out=rz)
-        rz *= 0.5
-        rz += 0.5
-        r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
-        m = mbuf[t]
-        if b_hn is None:
-            xp.copyto(m, rec[:, 2 * H :])
-        else:
-            xp.add(rec[:, 2 * H :], b_hn, out=m)
-        xp.multiply(r, m, out=h_new)  # h_new as scratch
-        n += h_new
-        xp.tanh(n, out=n)
-        xp.subtract(h_prev, n, out=h_new)
-        h_new *= z
-        h_new += n
-        if mask is not None:
-            xp.copyto(h_new, h_prev, where=~mask[t])
+    with quiet_overflow(xp):
+        for t in time_order(T, reverse):
+            h_prev, h_new = hbuf[prev(t)], hbuf[new(t)]
+            gt = gates[t]
+            xp.matmul(h_prev, w_hh_s_t, out=rec)
+            rz = gt[:, : 2 * H]
+            rz += rec[:, : 2 * H]
+            sigmoid_from_negated_(xp, rz)
+            r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
+            m = mbuf[t]
+            if b_hn is None:
+                xp.copyto(m, rec[:, 2 * H :])
+            else:
+                xp.add(rec[:, 2 * H :], b_hn, out=m)
+            xp.multiply(r, m, out=h_new)  # h_new as scratch
+            n += h_new
+            tanh_(xp, n)
+            xp.subtract(h_prev, n, out=h_new)
+            h_new *= z
+            h_new += n
+            if mask is not None:
+                xp.copyto(h_new, h_prev, where=~mask[t])
     if mask is None:
         out = hbuf[after]
     else:  # the cell output n + z (h_prev - n) at valid steps, zero at padded ones

@@ -19,15 +19,26 @@ Backward, one step. Given dh = dL/dh_t and dc = dL/dc_t arriving from step t+1::
 Fast path details (same mathematics):
 - the gate rows are reordered once to (i, f, o, g) so the three sigmoid gates are one
   contiguous block;
-- sigma(a) = 0.5 + 0.5 tanh(a / 2): the sigmoid rows of the weights and biases are pre-scaled
-  by 1/2, so one in-place ``tanh`` over the whole gate block does all four nonlinearities,
-  followed by ``* 0.5 + 0.5`` on the sigmoid block.
+- sigma(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigma(2a) - 1: the rows of the weights and biases
+  are pre-scaled once by -1 (sigmoid gates) and -2 (g), so one in-place ``exp``, ``+ 1`` and
+  ``reciprocal`` over the whole gate block give all four gates (g then takes ``* 2 - 1``).
 """
 
 from __future__ import annotations
 
 from ..backend import array_module
-from ._common import input_gradient, input_projection, state_slots, time_order, unpack, weight_gradients
+from ._common import (
+    input_gradient,
+    input_projection,
+    quiet_overflow,
+    sigmoid_from_negated_,
+    state_slots,
+    tanh_,
+    tanh_from_sigmoid_,
+    time_order,
+    unpack,
+    weight_gradients,
+)
 
 
 def _sigmoid(xp, a):
@@ -84,8 +95,8 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
     T, B, _ = x.shape
     H = w_hh.shape[1]
     perm, _ = _gate_permutation(xp, H)
-    scale = xp.ones((4 * H, 1), dtype=x.dtype)
-    scale[: 3 * H] = 0.5  # sigmoid rows: sigma(a) = 0.5 + 0.5 tanh(a/2)
+    scale = xp.full((4 * H, 1), -1.0, dtype=x.dtype)  # sigmoid rows: exp(-a)
+    scale[3 * H :] = -2.0  # g rows: tanh(a) = 2 sigma(2a) - 1
     w_ih_s = w_ih[perm] * scale
     w_hh_s_t = (w_hh[perm] * scale).T.copy()
     bias_s = None if b_ih is None else (b_ih + b_hh)[perm] * scale[:, 0]
@@ -97,26 +108,31 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
     hbuf[first], cbuf[first] = state
     rec = xp.empty((B, 4 * H), dtype=x.dtype)
     ig = xp.empty((B, H), dtype=x.dtype)
-    for t in time_order(T, reverse):
+
+    def pointwise(t):
+        """Gates, cell and hidden state of step t (pointwise, in place)."""
         h_prev, c_prev = hbuf[prev(t)], cbuf[prev(t)]
         h_new, c_new = hbuf[new(t)], cbuf[new(t)]
-        gt = gates[t]
-        xp.matmul(h_prev, w_hh_s_t, out=rec)
+        gt, tc, ig_r = gates[t], tanh_c[t], ig
         gt += rec
-        xp.tanh(gt, out=gt)
-        sig = gt[:, : 3 * H]
-        sig *= 0.5
-        sig += 0.5
+        sigmoid_from_negated_(xp, gt)
         i, f, o, g = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H : 3 * H], gt[:, 3 * H :]
+        tanh_from_sigmoid_(g)
         xp.multiply(f, c_prev, out=c_new)
-        xp.multiply(i, g, out=ig)
-        c_new += ig
-        xp.tanh(c_new, out=tanh_c[t])
-        xp.multiply(o, tanh_c[t], out=h_new)
+        xp.multiply(i, g, out=ig_r)
+        c_new += ig_r
+        xp.copyto(tc, c_new)
+        tanh_(xp, tc)
+        xp.multiply(o, tc, out=h_new)
         if mask is not None:  # padded steps carry the state through unchanged
-            m = mask[t]
-            xp.copyto(h_new, h_prev, where=~m)
-            xp.copyto(c_new, c_prev, where=~m)
+            m = ~mask[t]
+            xp.copyto(h_new, h_prev, where=m)
+            xp.copyto(c_new, c_prev, where=m)
+
+    with quiet_overflow(xp):
+        for t in time_order(T, reverse):
+            xp.matmul(hbuf[prev(t)], w_hh_s_t, out=rec)
+            pointwise(t)
     if mask is None:
         out = hbuf[after]
     else:  # output o * tanh(c) at valid steps, zero at padded ones
@@ -147,39 +163,49 @@ def lstm_backward(dout, dstate_n, cache):
     dgates = xp.empty((T, B, 4 * H), dtype=x.dtype)  # (i, f, o, g) order
     tmp = xp.empty((B, H), dtype=x.dtype)
     tmp3 = xp.empty((B, 3 * H), dtype=x.dtype)
-    for t in reversed(time_order(T, reverse)):
+    dh_skip = xp.empty((B, H), dtype=x.dtype)
+    dc_skip = xp.empty((B, H), dtype=x.dtype)
+
+    def pointwise(t):
+        """Gate gradients of step t into dgates[t]; leaves dc = dL/dc_{t-1} (cell-path part)."""
+        dh_r, dc_r, tmp_r, tmp3_r = dh, dc, tmp, tmp3
         if dout is not None:
-            dh += dout[t]
+            dh_r += dout[t]
         gt, dgt, tc = gates[t], dgates[t], tanh_c[t]
         i, f, o, g = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H : 3 * H], gt[:, 3 * H :]
         di, df, do, dg = dgt[:, :H], dgt[:, H : 2 * H], dgt[:, 2 * H : 3 * H], dgt[:, 3 * H :]
         if mask is not None:
             m = mask[t]
-            dh_skip, dc_skip = xp.where(m, 0, dh), xp.where(m, 0, dc)
-            dh *= m
-            dc *= m
-        xp.multiply(dh, tc, out=do)
+            xp.multiply(dh_r, ~m, out=dh_skip)
+            xp.multiply(dc_r, ~m, out=dc_skip)
+            dh_r *= m
+            dc_r *= m
+        xp.multiply(dh_r, tc, out=do)
         # dc += dh * o * (1 - tanh(c)^2)
-        xp.multiply(tc, tc, out=tmp)
-        xp.subtract(1, tmp, out=tmp)
-        tmp *= o
-        tmp *= dh
-        dc += tmp
-        xp.multiply(dc, g, out=di)
-        xp.multiply(dc, cbuf[prev(t)], out=df)
-        xp.multiply(dc, i, out=dg)
-        xp.multiply(g, g, out=tmp)
-        xp.subtract(1, tmp, out=tmp)
-        dg *= tmp
+        xp.multiply(tc, tc, out=tmp_r)
+        xp.subtract(1, tmp_r, out=tmp_r)
+        tmp_r *= o
+        tmp_r *= dh_r
+        dc_r += tmp_r
+        xp.multiply(dc_r, g, out=di)
+        xp.multiply(dc_r, cbuf[prev(t)], out=df)
+        xp.multiply(dc_r, i, out=dg)
+        xp.multiply(g, g, out=tmp_r)
+        xp.subtract(1, tmp_r, out=tmp_r)
+        dg *= tmp_r
         sig = gt[:, : 3 * H]
-        xp.multiply(sig, sig, out=tmp3)
-        xp.subtract(sig, tmp3, out=tmp3)  # s(1-s)
-        dgt[:, : 3 * H] *= tmp3
-        dc *= f
-        xp.matmul(dgt, w_hh_p, out=dh)
+        xp.multiply(sig, sig, out=tmp3_r)
+        xp.subtract(sig, tmp3_r, out=tmp3_r)  # s(1-s)
+        dgt[:, : 3 * H] *= tmp3_r
+        dc_r *= f
+        if mask is not None:
+            dc_r += dc_skip
+
+    for t in reversed(time_order(T, reverse)):
+        pointwise(t)
+        xp.matmul(dgates[t], w_hh_p, out=dh)
         if mask is not None:
             dh += dh_skip
-            dc += dc_skip
     grads = weight_gradients(dgates, x, hbuf[before], has_bias=b_ih is not None)
     grads = {name: grad[inv] for name, grad in grads.items()}  # rows back to (i, f, g, o)
     return input_gradient(dgates, w_ih[perm]), (dh, dc), grads

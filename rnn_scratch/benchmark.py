@@ -1,0 +1,276 @@
+"""Timing the recurrent kernel: ours (NumPy, CuPy) side by side with PyTorch (CPU, CUDA/cuDNN).
+
+For every cell and size: the median of repeated runs after warm-up of the forward pass and of
+forward + backward. CPU times use ``time.perf_counter``; CuPy uses ``cupyx.profiler.benchmark``
+(CUDA events) and torch CUDA uses ``torch.cuda.Event``; both synchronise the device.
+Ratios ("ours / torch") are only meaningful within one run on one machine.
+
+FLOPs counted for GFLOP/s (G gates, multiply-add = 2): forward 2 T B G H (I + H), backward twice
+that (dx and dh, dW_ih and dW_hh); the pointwise gate math is not counted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from . import backend as be
+from .progress import progress
+
+GRID = {  # name: (T, B, I, H)
+    "seed": (20, 1000, 1, 50),
+    "tiny": (20, 1, 1, 50),
+    "mid": (100, 32, 128, 256),
+    "large": (100, 64, 256, 512),
+    "xl": (50, 128, 512, 1024),
+}
+SWEEP_H = (64, 128, 256, 512, 1024, 2048)  # at T=100, B=64, I=H
+CELLS = ("rnn_tanh", "lstm", "gru")
+GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3}
+
+
+def flops(cell, T, B, I, H, backward=False):
+    fwd = 2.0 * T * B * GATES[cell] * H * (I + H)
+    return fwd * (3 if backward else 1)
+
+
+def _median_time(fn, repeat, warmup, min_time=0.0):
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeat or (time.perf_counter() - start < min_time and len(times) < 10 * repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _ours(cell, T, B, I, H, backend, dtype):
+    from .layers import GRU, LSTM, RNN
+
+    cls = {"lstm": LSTM, "gru": GRU}.get(cell, RNN)
+    layer = cls(I, H, dtype=dtype, backend=backend, seed=0, check_finite=False)
+    layer.eval()
+    rng = np.random.default_rng(0)
+    x = be.to_backend(rng.standard_normal((T, B, I)).astype(dtype), backend)
+    dout = be.to_backend(rng.standard_normal((T, B, H)).astype(dtype), backend)
+
+    def fwd():
+        layer(x)
+
+    def fwd_bwd():
+        layer(x)
+        layer.backward(dout)
+
+    return fwd, fwd_bwd
+
+
+def _torch(cell, T, B, I, H, device, dtype):
+    import torch
+
+    tdtype = getattr(torch, dtype)
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(cell, torch.nn.RNN)
+    module = cls(I, H).to(device=device, dtype=tdtype)
+    x = torch.randn(T, B, I, device=device, dtype=tdtype)
+    xg = x.clone().requires_grad_(True)
+    dout = torch.randn(T, B, H, device=device, dtype=tdtype)
+
+    def fwd():
+        with torch.no_grad():
+            module(x)
+
+    def fwd_bwd():
+        module.zero_grad(set_to_none=True)
+        out, _ = module(xg)
+        out.backward(dout)
+
+    return fwd, fwd_bwd
+
+
+def _time_torch_cuda(fn, repeat, warmup):
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return float(np.median(times))
+
+
+def available_backends():
+    found = ["numpy"]
+    if be.cupy_available():
+        found.append("cupy")
+    try:
+        import torch
+
+        found.append("torch_cpu")
+        if torch.cuda.is_available():
+            found.append("torch_cuda")
+    except ImportError:
+        pass
+    return found
+
+
+def time_case(cell, T, B, I, H, backend, dtype="float32", repeat=7, warmup=2, min_time=0.5):
+    """(forward seconds, forward+backward seconds) for one backend."""
+    if backend in ("numpy", "cupy"):
+        fwd, fwd_bwd = _ours(cell, T, B, I, H, backend, dtype)
+    else:
+        fwd, fwd_bwd = _torch(cell, T, B, I, H, "cuda" if backend == "torch_cuda" else "cpu", dtype)
+    if backend == "cupy":
+        return be.cupy_benchmark(fwd, repeat, warmup), be.cupy_benchmark(fwd_bwd, repeat, warmup)
+    if backend == "torch_cuda":
+        return _time_torch_cuda(fwd, repeat, warmup), _time_torch_cuda(fwd_bwd, repeat, warmup)
+    return _median_time(fwd, repeat, warmup, min_time), _median_time(fwd_bwd, repeat, warmup, min_time)
+
+
+def gemm_rate(n=2048, dtype="float32", repeat=10):
+    """The machine's measured NumPy GEMM rate in GFLOP/s (n x n x n), the ceiling for the kernel."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)
+    t = _median_time(lambda: a @ b, repeat, 2)
+    return 2.0 * n**3 / t / 1e9
+
+
+def machine_info():
+    info = {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "numpy": np.__version__, "date": datetime.datetime.now().isoformat()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        info["cpu"] = models[0] if models else None
+    except OSError:
+        info["cpu"] = None
+    info["blas_threads_env"] = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                                "MKL_NUM_THREADS") if os.environ.get(k)}
+    try:
+        blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+        info["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:
+        info["numpy_blas"] = None
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cudnn"] = torch.backends.cudnn.version() if torch.cuda.is_available() else None
+    except ImportError:
+        info["torch"] = None
+    if be.cupy_available():
+        cp = be.get_xp("cupy")
+        info["cupy"] = cp.__version__
+        info["gpu"] = be.device_name()
+        info["cuda_runtime"] = cp.cuda.runtime.runtimeGetVersion()
+    else:
+        info["gpu"] = None
+    return info
+
+
+def run(sizes=None, cells=CELLS, backends=None, sweep=True, quick=False, dtype="float32", show_progress=True,
+        repeat=None):
+    """Time every (cell, size, backend); returns the result dict that :func:`save` writes as JSON."""
+    sizes = sizes or (["seed", "tiny", "mid"] if quick else list(GRID))
+    backends = backends or available_backends()
+    repeat, min_time = (repeat or 3, 0.05) if quick else (repeat or 9, 0.5)
+    cases = [(cell, name, GRID[name]) for cell in cells for name in sizes]
+    if sweep:
+        sweep_h = SWEEP_H[:3] if quick else SWEEP_H
+        cases += [(cell, f"sweep_H{h}", (100, 64, h, h)) for cell in cells for h in sweep_h]
+    rows = []
+    bar = progress(cases, desc="bench", disable=not show_progress)
+    for cell, name, (T, B, I, H) in bar:
+        row = {"cell": cell, "size": name, "T": T, "B": B, "I": I, "H": H, "dtype": dtype, "times": {}}
+        for backend in backends:
+            fwd, fb = time_case(cell, T, B, I, H, backend, dtype, repeat=repeat, min_time=min_time)
+            row["times"][backend] = {"forward_s": fwd, "forward_backward_s": fb,
+                                     "forward_per_step_us": fwd / T * 1e6, "forward_backward_per_step_us": fb / T * 1e6,
+                                     "forward_backward_gflops": flops(cell, T, B, I, H, True) / fb / 1e9}
+        for ours, ref in (("numpy", "torch_cpu"), ("cupy", "torch_cuda"), ("cupy", "numpy")):
+            if ours in row["times"] and ref in row["times"]:
+                row[f"ratio_{ours}_over_{ref}"] = {
+                    k: row["times"][ours][k] / row["times"][ref][k] for k in ("forward_s", "forward_backward_s")}
+        rows.append(row)
+        bar.set(case=f"{cell}/{name}")
+    return {"machine": machine_info(), "gemm_gflops_float32": gemm_rate(1024 if quick else 2048),
+            "backends": backends, "quick": quick, "rows": rows}
+
+
+def table(result):
+    """Plain-text table: forward+backward ms per backend and our ratios."""
+    backends = result["backends"]
+    head = f"{'cell':<9}{'size':<12}" + "".join(f"{b + ' ms':>14}" for b in backends)
+    ratios = [k for k in ("ratio_numpy_over_torch_cpu", "ratio_cupy_over_torch_cuda") if any(k in r for r in
+                                                                                             result["rows"])]
+    head += "".join(f"{k.replace('ratio_', '').replace('_over_', '/'):>18}" for k in ratios)
+    lines = ["forward+backward (forward) median times", head, "-" * len(head)]
+    for r in result["rows"]:
+        line = f"{r['cell']:<9}{r['size']:<12}"
+        for b in backends:
+            t = r["times"][b]
+            line += f"{t['forward_backward_s'] * 1e3:>8.2f} ({t['forward_s'] * 1e3:.1f})".rjust(14)
+        for k in ratios:
+            v = r.get(k)
+            line += (f"{v['forward_backward_s']:.2f} ({v['forward_s']:.2f})" if v else "-").rjust(18)
+        lines.append(line)
+    lines.append(f"measured float32 GEMM: {result['gemm_gflops_float32']:.1f} GFLOP/s")
+    return "\n".join(lines)
+
+
+def save(result, out_dir, name=None):
+    os.makedirs(out_dir, exist_ok=True)
+    tag = name or ("gpu" if result["machine"].get("gpu") else "cpu")
+    path = os.path.join(out_dir, f"bench_{tag}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    return path
+
+
+def plot(result, out_dir):
+    """time vs hidden size per backend (sweep rows), and GPU speed-up over CPU where a GPU was timed."""
+    from .plots import _plt, _save
+
+    sweep = [r for r in result["rows"] if r["size"].startswith("sweep_")]
+    if not sweep:
+        return []
+    plt = _plt()
+    cells = sorted({r["cell"] for r in sweep})
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.6), squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        rows = [r for r in sweep if r["cell"] == cell]
+        hs = [r["H"] for r in rows]
+        for b in result["backends"]:
+            ax.loglog(hs, [r["times"][b]["forward_backward_s"] * 1e3 for r in rows], marker="o", label=b)
+        ax.set_title(f"{cell}: forward+backward, T=100 B=64 I=H", fontsize=9)
+        ax.set_xlabel("hidden size H")
+        ax.set_ylabel("ms")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    paths = [_save(fig, os.path.join(out_dir, "bench_time_vs_hidden.png"))]
+    if "cupy" in result["backends"]:
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for cell in cells:
+            rows = [r for r in sweep if r["cell"] == cell]
+            ax.semilogx([r["H"] for r in rows], [r["times"]["numpy"]["forward_backward_s"] /
+                                                 r["times"]["cupy"]["forward_backward_s"] for r in rows],
+                        marker="o", label=cell)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_xlabel("hidden size H")
+        ax.set_ylabel("NumPy time / CuPy time")
+        ax.set_title("GPU speed-up over CPU (above 1: GPU wins)", fontsize=9)
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, os.path.join(out_dir, "bench_gpu_speedup.png")))
+    return paths
