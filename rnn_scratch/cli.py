@@ -220,6 +220,37 @@ def cmd_bench(args):
 cmd_bench.add_arguments = _bench_arguments
 
 
+def _gradflow_arguments(p):
+    p.add_argument("--steps", type=int, default=200, help="sequence length T (default 200)")
+    p.add_argument("--radii", type=float, nargs="+", default=[0.5, 1.0, 1.5],
+                   help="spectral radii of the recurrent weights (default 0.5 1.0 1.5)")
+    p.add_argument("--epochs", type=int, default=20, help="epochs for the training heat map (default 20)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("gradflow", "vanishing and exploding gradients through time: RNN vs LSTM vs GRU, plots and horizons")
+def cmd_gradflow(args):
+    from .analysis import experiments as ex
+
+    distance = ex.norms_vs_distance(radii=tuple(args.radii), steps=args.steps, seed=args.seed,
+                                    show_progress=not args.no_progress)
+    print(ex.horizon_table(distance))
+    heat = {cell: ex.heatmap_over_training(cell, epochs=args.epochs, seed=args.seed) for cell in ("rnn", "lstm", "gru")}
+    for cell, (rows, losses) in heat.items():
+        k = min(49, rows.shape[1] - 1)
+        print(f"{cell:>5}: gradient ratio {k} steps back, first epoch {rows[0, k]:.1e}, last epoch {rows[-1, k]:.1e}; "
+              f"loss {losses[0]:.2e} -> {losses[-1]:.2e}")
+    clipping = ex.clipping_on_exploding_run(seed=args.seed, epochs=max(5, args.epochs))
+    for label, (losses, norms) in clipping.items():
+        print(f"exploding start (radius 3), {label:>20}: largest gradient norm {max(norms):.2e}, "
+              f"final loss {losses[-1]:.2e}")
+    print("wrote", *ex.plot_all(args.out, distance, heat, clipping))
+    return 0
+
+
+cmd_gradflow.add_arguments = _gradflow_arguments
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="rnn-scratch",

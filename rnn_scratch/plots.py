@@ -52,12 +52,12 @@ def plot_loss(path, losses, title="training loss", ylabel="MSE"):
     return _save(fig, path)
 
 
-def plot_curves(path, curves, title, xlabel="epoch", ylabel="value", logy=False):
-    """Several named curves on one axis: curves = {label: list of values}."""
+def plot_curves(path, curves, title, xlabel="epoch", ylabel="value", logy=False, start=1):
+    """Several named curves on one axis: curves = {label: list of values}; x runs from ``start``."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for label, values in curves.items():
-        (ax.semilogy if logy else ax.plot)(range(1, len(values) + 1), values, label=label)
+        (ax.semilogy if logy else ax.plot)(range(start, start + len(values)), values, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -19,7 +19,8 @@ GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 def test_fast_path_matches_reference(cell, T, B, I, H, bias, reverse, padded, seed, scale):
     rng = np.random.default_rng(seed)
     G = GATES[cell]
-    params = {"weight_ih": scale * rng.standard_normal((G * H, I)), "weight_hh": scale * rng.standard_normal((G * H, H))}
+    params = {"weight_ih": scale * rng.standard_normal((G * H, I)),
+              "weight_hh": scale * rng.standard_normal((G * H, H))}
     params["bias_ih"] = rng.standard_normal(G * H) if bias else None
     params["bias_hh"] = rng.standard_normal(G * H) if bias else None
     x = rng.standard_normal((T, B, I))

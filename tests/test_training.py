@@ -346,9 +346,26 @@ def test_cli_sine(tmp_path):
     assert (tmp_path / "sine_loss.png").exists()
 
 
+def test_cli_gradflow_quick(tmp_path):
+    out = _run("-m", "rnn_scratch", "gradflow", "--steps", "30", "--epochs", "2", "--radii", "0.5", "1.5",
+               "--out", str(tmp_path), "--no-progress")
+    assert "steps back until the gradient falls below" in out
+    assert {p.name for p in tmp_path.iterdir()} >= {"gradflow_distance.png", "gradflow_training_heatmap.png",
+                                                    "gradflow_clipping.png"}
+
+
+def test_cli_gradcheck_and_bench_quick(tmp_path):
+    out = _run("-m", "rnn_scratch", "gradcheck", "--cell", "gru", "--layers", "2", "--bidirectional",
+               "--lengths", "5", "2", "3")
+    assert "PASS" in out
+    out = _run("-m", "rnn_scratch", "bench", "--quick", "--sizes", "tiny", "--cells", "gru", "--sweep-max", "64",
+               "--backends", "numpy", "--out", str(tmp_path), "--no-progress")
+    assert "gru" in out and (tmp_path / "bench_cpu.json").exists()
+
+
 def test_cli_help_lists_commands():
     out = _run("-m", "rnn_scratch", "--help")
-    for name in ("sine", "char", "gradcheck", "demo"):
+    for name in ("sine", "char", "gradcheck", "demo", "gradflow", "bench"):
         assert name in out
 
 
@@ -358,6 +375,7 @@ def test_cli_help_lists_commands():
     ("seq2seq_reverse.py", ["--epochs", "1"]),
     ("bidirectional_tagging.py", ["--epochs", "1"]),
     ("one_to_many.py", ["--epochs", "1"]),
+    ("vanishing_gradients.py", ["--steps", "60"]),
 ])
 def test_examples_run(script, args, tmp_path):
     _run(os.path.join("examples", script), *args, "--out", str(tmp_path))

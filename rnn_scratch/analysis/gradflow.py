@@ -1,0 +1,178 @@
+r"""How gradients travel back through time, measured with the hand-written step backward functions.
+
+BPTT for a recurrent weight W is a sum over steps (the seed's equations)::
+
+    dL/dW = sum_t  dL/da_t  (da_t/dW)|_t           (the "contribution of step t")
+
+and the gradient reaching an earlier state is a product of step Jacobians::
+
+    dL/dh_t = dL/dout_t + (dh_{t+1}/dh_t)^T dL/dh_{t+1}
+    dh_T/dh_t = J_T J_{T-1} ... J_{t+1},   J_s = dh_s/dh_{s-1}  (for the LSTM: the (h, c) state)
+
+For a vanilla tanh RNN, J_s = diag(1 - h_s^2) W_hh, so ||J_s|| <= ||W_hh||: with ||W_hh|| < 1 the
+gradient from a loss at the last step shrinks at least geometrically with the distance (vanishing);
+with spectral radius above 1 it can grow (exploding). The LSTM's additive cell path
+(dc_{t-1} = f * dc_t) and the GRU's interpolation (dh_{t-1} gets z * dh_t) can carry it much further.
+
+Everything here uses the readable ``*_step_backward`` functions, one step at a time, so each
+quantity is exactly what the backward pass computes; nothing uses autograd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..backend import to_numpy
+from ..functional.sequence import get_cell, reference_forward
+
+
+@dataclass
+class GradientTrace:
+    """Per (layer, direction): ||dL/dh_t|| for every t (time order), and every step's share of each gradient."""
+
+    hidden_grad_norms: dict = field(default_factory=dict)  # (layer, dir) -> (T,) array
+    contributions: dict = field(default_factory=dict)  # (layer, dir) -> {param kind: (T, *shape) array}
+    grads: dict = field(default_factory=dict)  # parameter name -> full gradient (sum of contributions)
+    dx: np.ndarray | None = None
+
+
+def _time_major(layer, x):
+    return np.ascontiguousarray(np.swapaxes(x, 0, 1)) if layer.batch_first else x
+
+
+def trace_gradients(layer, x, state=None, dout=None, dstate_n=None) -> GradientTrace:
+    """Run ``layer`` (no lengths, no dropout) forward, then BPTT step by step, recording the flow.
+
+    dout: gradient on the outputs (layer layout) or None; dstate_n: gradient on h_n (or (h_n, c_n)) or None.
+    Returns a :class:`GradientTrace`; ``trace.grads`` equals what ``layer.backward`` accumulates.
+    """
+    cell = get_cell(layer.mode)
+    xt = _time_major(layer, to_numpy(x))
+    T, B, _ = xt.shape
+    D, L, H = layer.num_directions, layer.num_layers, layer.hidden_size
+    n_states = cell.num_states
+    shape = (L * D, B, H)
+    if state is None:
+        states = [np.zeros(shape, dtype=xt.dtype) for _ in range(n_states)]
+    else:
+        states = [to_numpy(s) for s in (state if n_states == 2 else (state,))]
+    params = {k: to_numpy(v) for k, v in layer.params.items()}
+
+    def pdict(l, d):
+        sfx = ("", "_reverse")[d]
+        return {k: params.get(f"{k}_l{l}{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+    caches, inp = {}, xt
+    for l in range(L):
+        outs = []
+        for d in range(D):
+            out, _, cache = reference_forward(layer.mode, inp, tuple(s[l * D + d] for s in states), pdict(l, d),
+                                              reverse=d == 1)
+            caches[(l, d)] = cache
+            outs.append(out)
+        inp = np.concatenate(outs, axis=2)
+    dcur = np.zeros_like(inp) if dout is None else _time_major(layer, to_numpy(dout))
+    if dstate_n is None:
+        dfinal = [np.zeros(shape, dtype=xt.dtype) for _ in range(n_states)]
+    else:
+        parts = dstate_n if n_states == 2 else (dstate_n,)
+        dfinal = [np.zeros(shape, dtype=xt.dtype) if p is None else to_numpy(p) for p in parts]
+    trace = GradientTrace()
+    for l in reversed(range(L)):
+        dx_sum = None
+        for d in range(D):
+            step_caches = caches[(l, d)][0]
+            dstate = tuple(f[l * D + d] for f in dfinal)
+            norms = np.zeros(T)
+            contrib = {}
+            dxs = [None] * T
+            order = range(T) if d == 1 else range(T - 1, -1, -1)  # reverse of the forward's visiting order
+            for t in order:
+                dh = dstate[0] + dcur[t, :, d * H:(d + 1) * H]
+                norms[t] = np.linalg.norm(dh)
+                dxs[t], dstate, dp = cell.step_backward((dh,) + tuple(dstate[1:]), step_caches[t])
+                for k, v in dp.items():
+                    contrib.setdefault(k, np.zeros((T, *v.shape)))[t] = v
+            trace.hidden_grad_norms[(l, d)] = norms
+            trace.contributions[(l, d)] = contrib
+            sfx = ("", "_reverse")[d]
+            for k, v in contrib.items():
+                trace.grads[f"{k}_l{l}{sfx}"] = v.sum(axis=0)
+            dx = np.stack(dxs)
+            dx_sum = dx if dx_sum is None else dx_sum + dx
+        dcur = dx_sum
+    trace.dx = np.ascontiguousarray(np.swapaxes(dcur, 0, 1)) if layer.batch_first else dcur
+    return trace
+
+
+def step_jacobians(layer, x, state=None, batch_index=0):
+    """Exact Jacobians J_t = ds_t/ds_{t-1} of a single-layer, unidirectional layer's state for one batch element.
+
+    s is h (RNN, GRU) or the concatenation (h, c) (LSTM). Each J_t is built from the step backward
+    function: one backward call per basis vector e_k gives the row e_k^T J_t. Returns (T, S, S).
+    """
+    if layer.num_layers != 1 or layer.bidirectional:
+        raise ValueError("step_jacobians takes a single-layer, unidirectional layer")
+    cell = get_cell(layer.mode)
+    xt = _time_major(layer, to_numpy(x))[:, batch_index:batch_index + 1]
+    T = xt.shape[0]
+    H = layer.hidden_size
+    n = cell.num_states
+    if state is None:
+        st = tuple(np.zeros((1, H), dtype=xt.dtype) for _ in range(n))
+    else:
+        st = tuple(to_numpy(s)[0, batch_index:batch_index + 1] for s in (state if n == 2 else (state,)))
+    params = {k[: -len("_l0")]: to_numpy(v) for k, v in layer.params.items()}
+    params.setdefault("bias_ih", None)
+    params.setdefault("bias_hh", None)
+    _, _, (caches, _, _, _) = reference_forward(layer.mode, xt, st, params)
+    S = n * H
+    jac = np.zeros((T, S, S))
+    for t in range(T):
+        for k in range(S):
+            seed = np.zeros(S)
+            seed[k] = 1.0
+            dstate = tuple(seed[j * H:(j + 1) * H][None] for j in range(n))
+            _, dprev, _ = cell.step_backward(dstate, caches[t])
+            jac[t, k] = np.concatenate([d[0] for d in dprev])  # row k of J_t: d s_t[k] / d s_{t-1}
+    return jac
+
+
+def jacobian_products(jacobians):
+    """P_t = ds_T/ds_t = J_T ... J_{t+1} for t = 0..T (P_T = identity). Returns (T+1, S, S)."""
+    T, S, _ = jacobians.shape
+    prods = np.zeros((T + 1, S, S))
+    prods[T] = np.eye(S)
+    for t in range(T - 1, -1, -1):
+        prods[t] = prods[t + 1] @ jacobians[t]
+    return prods
+
+
+def spectral_norms(matrices):
+    return np.array([np.linalg.norm(m, 2) for m in matrices])
+
+
+def set_spectral_radius(layer, radius, seed=0):
+    """Give every recurrent gate block of a layer a fresh random matrix with the given spectral radius."""
+    rng = np.random.default_rng(seed)
+    H = layer.hidden_size
+    for name, w in layer.params.items():
+        if not name.startswith("weight_hh"):
+            continue
+        new = np.empty(w.shape)
+        for g in range(w.shape[0] // H):
+            block = rng.standard_normal((H, H))
+            new[g * H:(g + 1) * H] = block * (radius / np.abs(np.linalg.eigvals(block)).max())
+        w[...] = layer.xp.asarray(new.astype(layer.dtype))
+
+
+def vanishing_horizon(norms, threshold=1e-6):
+    """Steps back from the last step until ||dL/dh|| first drops below threshold * its last-step value
+    (None when it never does). ``norms`` in time order, loss at the last step."""
+    ref = norms[-1]
+    for k, v in enumerate(norms[::-1]):
+        if v < threshold * ref:
+            return k
+    return None
