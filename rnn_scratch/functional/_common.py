@@ -76,6 +76,11 @@ def input_gradient(dgates, weight_ih):
     return (dgates.reshape(T * B, G) @ weight_ih).reshape(T, B, -1)
 
 
+def sigmoid(xp, a):
+    """The logistic function 1 / (1 + exp(-a)), written as the equations read (reference steps)."""
+    return 1 / (1 + xp.exp(-a))
+
+
 def sigmoid_from_negated_(xp, a):
     """In place: a holds -z on entry, sigma(z) = 1 / (1 + exp(-z)) on exit.
 

@@ -28,6 +28,7 @@ from ._common import (
     input_gradient,
     input_projection,
     quiet_overflow,
+    sigmoid,
     sigmoid_from_negated_,
     state_slots,
     tanh_,
@@ -35,10 +36,6 @@ from ._common import (
     unpack,
     weight_gradients,
 )
-
-
-def _sigmoid(xp, a):
-    return 1 / (1 + xp.exp(-a))
 
 
 def gru_step_forward(x_t, h_prev, params):
@@ -52,8 +49,8 @@ def gru_step_forward(x_t, h_prev, params):
         ah = ah + b_hh
     ax_r, ax_z, ax_n = xp.split(ax, 3, axis=1)
     ah_r, ah_z, m = xp.split(ah, 3, axis=1)
-    r = _sigmoid(xp, ax_r + ah_r)
-    z = _sigmoid(xp, ax_z + ah_z)
+    r = sigmoid(xp, ax_r + ah_r)
+    z = sigmoid(xp, ax_z + ah_z)
     n = xp.tanh(ax_n + r * m)
     h = n + z * (h_prev - n)
     return h, (x_t, h_prev, r, z, n, m, params)

@@ -31,6 +31,7 @@ from ._common import (
     input_gradient,
     input_projection,
     quiet_overflow,
+    sigmoid,
     sigmoid_from_negated_,
     state_slots,
     tanh_,
@@ -39,10 +40,6 @@ from ._common import (
     unpack,
     weight_gradients,
 )
-
-
-def _sigmoid(xp, a):
-    return 1 / (1 + xp.exp(-a))
 
 
 def lstm_step_forward(x_t, state, params):
@@ -54,7 +51,7 @@ def lstm_step_forward(x_t, state, params):
     if b_ih is not None:
         a = a + b_ih + b_hh
     a_i, a_f, a_g, a_o = xp.split(a, 4, axis=1)
-    i, f, g, o = _sigmoid(xp, a_i), _sigmoid(xp, a_f), xp.tanh(a_g), _sigmoid(xp, a_o)
+    i, f, g, o = sigmoid(xp, a_i), sigmoid(xp, a_f), xp.tanh(a_g), sigmoid(xp, a_o)
     c = f * c_prev + i * g
     tanh_c = xp.tanh(c)
     h = o * tanh_c
