@@ -42,7 +42,10 @@ def input_projection(x, weight_ih, bias=None):
     """
     xp = array_module(x)
     T, B, I = x.shape
-    gates = xp.matmul(x.reshape(T * B, I), weight_ih.T)
+    if I == 1:  # an outer product: BLAS is slow on K=1 GEMMs, broadcasting is 2-3x faster
+        gates = x.reshape(T * B, 1) * weight_ih[:, 0]
+    else:
+        gates = xp.matmul(x.reshape(T * B, I), weight_ih.T)
     if bias is not None:
         gates += bias
     return gates.reshape(T, B, -1)
