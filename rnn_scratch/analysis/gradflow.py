@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import to_numpy
-from ..functional.sequence import get_cell, reference_forward
+from ..functional.sequence import get_cell, reference_backward, reference_forward
 
 
 @dataclass
@@ -58,11 +58,9 @@ def trace_gradients(layer, x, state=None, dout=None, dstate_n=None) -> GradientT
         states = [np.zeros(shape, dtype=xt.dtype) for _ in range(n_states)]
     else:
         states = [to_numpy(s) for s in (state if n_states == 2 else (state,))]
-    params = {k: to_numpy(v) for k, v in layer.params.items()}
 
     def pdict(l, d):
-        sfx = ("", "_reverse")[d]
-        return {k: params.get(f"{k}_l{l}{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        return {k: None if v is None else to_numpy(v) for k, v in layer._layer_params(l, d).items()}
 
     caches, inp = {}, xt
     for l in range(L):
@@ -83,24 +81,21 @@ def trace_gradients(layer, x, state=None, dout=None, dstate_n=None) -> GradientT
     for l in reversed(range(L)):
         dx_sum = None
         for d in range(D):
-            step_caches = caches[(l, d)][0]
-            dstate = tuple(f[l * D + d] for f in dfinal)
             norms = np.zeros(T)
             contrib = {}
-            dxs = [None] * T
-            order = range(T) if d == 1 else range(T - 1, -1, -1)  # reverse of the forward's visiting order
-            for t in order:
-                dh = dstate[0] + dcur[t, :, d * H:(d + 1) * H]
+
+            def record(t, dh, dparams, norms=norms, contrib=contrib):
                 norms[t] = np.linalg.norm(dh)
-                dxs[t], dstate, dp = cell.step_backward((dh,) + tuple(dstate[1:]), step_caches[t])
-                for k, v in dp.items():
+                for k, v in dparams.items():
                     contrib.setdefault(k, np.zeros((T, *v.shape)))[t] = v
+
+            dx, _, _ = reference_backward(layer.mode, dcur[:, :, d * H:(d + 1) * H],
+                                          tuple(f[l * D + d] for f in dfinal), caches[(l, d)], on_step=record)
             trace.hidden_grad_norms[(l, d)] = norms
             trace.contributions[(l, d)] = contrib
             sfx = ("", "_reverse")[d]
             for k, v in contrib.items():
                 trace.grads[f"{k}_l{l}{sfx}"] = v.sum(axis=0)
-            dx = np.stack(dxs)
             dx_sum = dx if dx_sum is None else dx_sum + dx
         dcur = dx_sum
     trace.dx = np.ascontiguousarray(np.swapaxes(dcur, 0, 1)) if layer.batch_first else dcur

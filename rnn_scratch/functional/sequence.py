@@ -103,13 +103,12 @@ def sequence_backward(cell, dout, dstate_n, cache):
 
     Returns (dx, initial-state gradient tuple, dparams).
     """
-    return get_cell(cell).backward(dout, _fill_none(dstate_n, cache, cell), cache)
+    return get_cell(cell).backward(dout, _fill_none(dstate_n), cache)
 
 
-def _fill_none(dstate, cache, cell):
-    if dstate is None:
-        return None
-    if all(d is None for d in dstate):
+def _fill_none(dstate):
+    """None for no state gradient at all; else missing parts as zeros."""
+    if dstate is None or all(d is None for d in dstate):
         return None
     ref = next(d for d in dstate if d is not None)
     xp = array_module(ref)
@@ -136,15 +135,18 @@ def reference_forward(cell, x, state, params, *, reverse=False, mask=None):
     return xp.stack(outs), state, (caches, reverse, mask, x.shape)
 
 
-def reference_backward(cell, dout, dstate_n, cache):
-    """Reference BPTT: the step backward functions looped in reverse visiting order."""
+def reference_backward(cell, dout, dstate_n, cache, on_step=None):
+    """Reference BPTT: the step backward functions looped in reverse visiting order.
+
+    ``on_step(t, dh_t, dparams_t)``, when given, sees each step's total gradient reaching h_t and
+    that step's term of every parameter gradient (what the gradient-flow tools record).
+    """
     c = get_cell(cell)
     caches, reverse, mask, shape = cache
     T, B, _ = shape
-    first = caches[0]
-    xp = array_module(first[0])
-    H = first[1].shape[1] if cell != "lstm" else first[1].shape[1]
-    zeros = xp.zeros((B, H), dtype=first[0].dtype)
+    x_0, h_prev_0 = caches[0][0], caches[0][1]  # every step cache starts (x_t, h_{t-1}, ...)
+    xp = array_module(x_0)
+    zeros = xp.zeros((B, h_prev_0.shape[1]), dtype=x_0.dtype)
     dstate = tuple(zeros if d is None else d for d in (dstate_n or (None,) * c.num_states))
     dxs = [None] * T
     dparams = None
@@ -154,6 +156,8 @@ def reference_backward(cell, dout, dstate_n, cache):
         if mask is not None:
             d_in = tuple(d * mask[t] for d in d_in)
         dxs[t], d_prev, dp = c.step_backward(d_in, caches[t])
+        if on_step is not None:
+            on_step(t, dh, dp)
         if mask is not None:
             d_prev = tuple(dp_ + xp.where(mask[t], 0, d) for dp_, d in zip(d_prev, (dh,) + dstate[1:]))
         dstate = d_prev
