@@ -45,6 +45,20 @@ def state_grad(layer, dh_n, dc_n=None):
     return (dh_n, dc_n) if isinstance(layer, LSTM) else dh_n
 
 
+def top_features(layer, h_n):
+    """The top layer's final hidden state, both directions concatenated: (B, H * num_directions)."""
+    D = layer.num_directions
+    return h_n[-1] if D == 1 else layer.xp.concatenate(list(h_n[-D:]), axis=1)
+
+
+def top_features_grad(layer, dfeat, h_shape):
+    """Backward of :func:`top_features`: the state-gradient argument of ``layer.backward``."""
+    D, H = layer.num_directions, layer.hidden_size
+    dh_n = layer.xp.zeros(h_shape, dtype=dfeat.dtype)
+    dh_n[-D:] = dfeat.reshape(-1, D, H).transpose(1, 0, 2)
+    return state_grad(layer, dh_n)
+
+
 def _common(kw):
     return {k: kw[k] for k in ("dtype", "backend") if k in kw}
 
@@ -66,18 +80,11 @@ class ManyToOneRegressor(Module):
     def forward(self, x, lengths=None):
         _, state = self.rnn(x, lengths=lengths)
         h_n = hidden_of(self.rnn, state)
-        D = self.rnn.num_directions
         self._h_shape = h_n.shape
-        top = h_n[-1] if D == 1 else self.xp.concatenate([h_n[-2], h_n[-1]], axis=1)
-        return self.head(top)
+        return self.head(top_features(self.rnn, h_n))
 
     def backward(self, dy):
-        dtop = self.head.backward(dy)
-        dh_n = self.xp.zeros(self._h_shape, dtype=self.dtype)
-        H = self.rnn.hidden_size
-        for d in range(self.rnn.num_directions):
-            dh_n[len(dh_n) - self.rnn.num_directions + d] = dtop[:, d * H:(d + 1) * H]
-        dx, _ = self.rnn.backward(None, state_grad(self.rnn, dh_n))
+        dx, _ = self.rnn.backward(None, top_features_grad(self.rnn, self.head.backward(dy), self._h_shape))
         return dx
 
 
@@ -220,14 +227,10 @@ class BidirectionalClassifier(Module):
         _, state = self.rnn(x, lengths=lengths)
         h_n = hidden_of(self.rnn, state)
         self._h_shape = h_n.shape
-        return self.head(self.xp.concatenate([h_n[-2], h_n[-1]], axis=1))
+        return self.head(top_features(self.rnn, h_n))
 
     def backward(self, dlogits):
-        dfeat = self.head.backward(dlogits)
-        H = self.rnn.hidden_size
-        dh_n = self.xp.zeros(self._h_shape, dtype=self.dtype)
-        dh_n[-2], dh_n[-1] = dfeat[:, :H], dfeat[:, H:]
-        dx, _ = self.rnn.backward(None, state_grad(self.rnn, dh_n))
+        dx, _ = self.rnn.backward(None, top_features_grad(self.rnn, self.head.backward(dlogits), self._h_shape))
         return dx
 
 
