@@ -158,8 +158,7 @@ def check_layer(layer, x, state=None, lengths=None, *, eps=1e-6, tol=1e-6, floor
         f = f if is_lstm else (f,)
         return float((r_out * o).sum() + sum((r * v).sum() for r, v in zip(r_fin, f)))
 
-    layer.zero_grad()
-    run()
+    layer.zero_grad()  # the first run() above left the forward cache backward needs
     dx, dstate = layer.backward(r_out, tuple(r_fin) if is_lstm else r_fin[0])
     dstate = dstate if is_lstm else (dstate,)
     arrays = {"x": x, **dict(zip(names, states))}

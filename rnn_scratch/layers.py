@@ -168,13 +168,10 @@ class RNNBase(Module):
     def _check_x(self, x):
         layout = "(batch, seq_len, input_size={})" if self.batch_first else "(seq_len, batch, input_size={})"
         doc = layout.format(self.input_size)
-        check_array(x, "x", backend=self.backend, dtype=self.dtype, ndim=3, shape_doc=doc)
-        if x.shape[2] != self.input_size:
-            raise ValueError(f"x must have shape {doc}, got shape {tuple(x.shape)}: last axis is not input_size")
+        check_array(x, "x", backend=self.backend, dtype=self.dtype, ndim=3, shape=(None, None, self.input_size),
+                    shape_doc=doc, finite=self.check_finite)
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"x must have shape {doc} with seq_len and batch >= 1, got shape {tuple(x.shape)}")
-        if self.check_finite:
-            check_array(x, "x", backend=self.backend, finite=True)
 
     def _state_shape(self, batch):
         return (self.num_layers * self.num_directions, batch, self.hidden_size)
@@ -231,7 +228,10 @@ class RNNBase(Module):
                 layer_caches.append(cache)
                 for k, f in enumerate(final):
                     finals[k][idx] = f
-            layer_in = outs[0].copy() if D == 1 else self.xp.concatenate(outs, axis=2)
+            if D == 2:
+                layer_in = self.xp.concatenate(outs, axis=2)
+            else:  # the returned output must not alias the cache; inner layers' outputs never leave
+                layer_in = outs[0].copy() if layer == self.num_layers - 1 else outs[0]
             caches.append(layer_caches)
         self._cache = {"caches": caches, "masks": masks, "shape": (T, B), "batch_first": self.batch_first}
         self.last_dropout_masks = masks
