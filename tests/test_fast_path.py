@@ -1,22 +1,48 @@
 """The fast sequence kernels agree with the readable step functions looped over time (float64, < 1e-12)."""
 
+import contextlib
+import os
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnn_scratch.functional import reference_backward, reference_forward, sequence_backward, sequence_forward
+from rnn_scratch.functional import (
+    _common,
+    _parallel,
+    reference_backward,
+    reference_forward,
+    sequence_backward,
+    sequence_forward,
+)
 from rnn_scratch.gradcheck import relative_error
 from rnn_scratch.testing import CELLS, examples
 
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
 
+@contextlib.contextmanager
+def forced_blocks(threads, chunk=1 << 18):
+    """Split even tiny problems into row blocks on ``threads`` threads, ``chunk``-element time runs."""
+    saved = _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS
+    _parallel.set_num_threads(threads)
+    _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS = 1, chunk
+    try:
+        yield
+    finally:
+        _parallel.set_num_threads(None)
+        _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS = saved
+
+
 @settings(max_examples=examples(60))
 @given(cell=st.sampled_from(CELLS), T=st.integers(1, 8), B=st.integers(1, 5), I=st.integers(1, 6),
        H=st.integers(1, 7), bias=st.booleans(), reverse=st.booleans(), padded=st.booleans(),
-       seed=st.integers(0, 2**31), scale=st.floats(0.1, 3.0))
-def test_fast_path_matches_reference(cell, T, B, I, H, bias, reverse, padded, seed, scale):
+       seed=st.integers(0, 2**31), scale=st.floats(0.1, 3.0), threads=st.sampled_from([1, 2, 3]),
+       chunk=st.sampled_from([1, 40, 1 << 18]))
+def test_fast_path_matches_reference(cell, T, B, I, H, bias, reverse, padded, seed, scale, threads, chunk):
+    """Also with the batch split into row blocks on threads and the LSTM backward's time runs of 1..T steps."""
     rng = np.random.default_rng(seed)
     G = GATES[cell]
     params = {"weight_ih": scale * rng.standard_normal((G * H, I)),
@@ -29,11 +55,12 @@ def test_fast_path_matches_reference(cell, T, B, I, H, bias, reverse, padded, se
     if padded:
         lengths = rng.integers(1, T + 1, size=B)
         mask = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
-    out_f, st_f, cache_f = sequence_forward(cell, x, state, params, reverse=reverse, mask=mask)
+    dout = rng.standard_normal((T, B, H))
+    dstate = tuple(rng.standard_normal((B, H)) for _ in state)
+    with forced_blocks(threads, chunk):
+        out_f, st_f, cache_f = sequence_forward(cell, x, state, params, reverse=reverse, mask=mask)
+        dx_f, d0_f, dp_f = sequence_backward(cell, dout, dstate, cache_f)
     out_r, st_r, cache_r = reference_forward(cell, x, state, params, reverse=reverse, mask=mask)
-    dout = rng.standard_normal(out_f.shape)
-    dstate = tuple(rng.standard_normal(s.shape) for s in st_f)
-    dx_f, d0_f, dp_f = sequence_backward(cell, dout, dstate, cache_f)
     dx_r, d0_r, dp_r = reference_backward(cell, dout, dstate, cache_r)
     pairs = [(out_f, out_r), (dx_f, dx_r), *zip(st_f, st_r), *zip(d0_f, d0_r)]
     pairs += [(dp_f[k], dp_r[k]) for k in dp_r]
@@ -66,3 +93,66 @@ def test_saturated_gates_stay_finite():
     assert np.isfinite(out).all() and np.isfinite(c).all()
     ref, _, _ = reference_forward("lstm", x, (np.zeros((1, 4)), np.zeros((1, 4))), params)
     assert np.allclose(out, ref)
+
+
+@pytest.mark.filterwarnings("error")
+def test_saturated_gates_quiet_on_worker_threads():
+    """NumPy's error state is per thread: every block must silence exp's harmless overflow itself."""
+    rng = np.random.default_rng(1)
+    for cell in ("lstm", "gru"):
+        G = GATES[cell]
+        params = {"weight_ih": np.full((G * 4, 1), 1e4), "weight_hh": rng.standard_normal((G * 4, 4)),
+                  "bias_ih": None, "bias_hh": None}
+        x = np.array([[[1.0]] * 6, [[-1.0]] * 6])
+        state = tuple(np.zeros((6, 4)) for _ in range(2 if cell == "lstm" else 1))
+        with forced_blocks(3):
+            out, _, cache = sequence_forward(cell, x, state, params)
+            dx, _, _ = sequence_backward(cell, np.ones_like(out), None, cache)
+        assert np.isfinite(out).all() and np.isfinite(dx).all()
+
+
+def test_blocks_and_split_cover_every_index_once():
+    for count in (1, 2, 5, 17):
+        for parts in (1, 2, 3, 40):
+            pieces = _parallel.split(count, parts)
+            assert len(pieces) == min(parts, count)
+            assert np.concatenate([np.arange(count)[p] for p in pieces]).tolist() == list(range(count))
+    with forced_blocks(2):
+        assert len(_parallel.blocks(np, 10, 1)) == 2
+    _parallel.set_num_threads(4)
+    try:
+        big = _parallel.MIN_BLOCK_ELEMENTS
+        assert len(_parallel.blocks(np, 1, big)) == 1  # one row cannot be split
+        assert len(_parallel.blocks(np, 8, big // 8)) == 1  # too little work per block
+        assert len(_parallel.blocks(np, 8, big)) == 4
+    finally:
+        _parallel.set_num_threads(None)
+
+
+def test_num_threads_setting_and_environment():
+    with pytest.raises(ValueError, match="positive integer"):
+        _parallel.set_num_threads(0)
+    with pytest.raises(ValueError, match="positive integer"):
+        _parallel.set_num_threads(True)
+    with mock.patch.dict(os.environ, {"RNN_SCRATCH_NUM_THREADS": "3"}):
+        assert _parallel.get_num_threads() == 3
+        _parallel.set_num_threads(1)
+        assert _parallel.get_num_threads() == 1
+        _parallel.set_num_threads(None)
+    for bad in ("0", "two"):
+        with mock.patch.dict(os.environ, {"RNN_SCRATCH_NUM_THREADS": bad}):
+            with pytest.raises(ValueError, match="RNN_SCRATCH_NUM_THREADS"):
+                _parallel.get_num_threads()
+
+
+def test_an_error_in_any_block_is_raised_after_all_blocks_finish():
+    done = []
+
+    def work(rows):
+        if rows.start > 0:
+            raise RuntimeError(f"block {rows.start}")
+        done.append(rows)
+
+    with pytest.raises(RuntimeError, match="block"):
+        _parallel.for_each_block(work, _parallel.split(9, 3))
+    assert done == [slice(0, 3)]

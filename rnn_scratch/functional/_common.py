@@ -7,6 +7,7 @@ import contextlib
 import numpy as np
 
 from ..backend import array_module
+from ._parallel import for_each_block, split
 
 PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -19,6 +20,24 @@ def unpack(params):
 def time_order(T: int, reverse: bool):
     """The order in which a direction visits time steps."""
     return range(T - 1, -1, -1) if reverse else range(T)
+
+
+CHUNK_ELEMENTS = 1 << 18  # elements (1 MB of float32) a run of steps may span and stay in cache
+
+
+def time_chunks(T: int, reverse: bool, per_step: int, backward: bool = False):
+    """The steps in visiting order (the forward's, or its reverse when ``backward``), cut into runs of
+    consecutive steps of at most ``CHUNK_ELEMENTS`` elements (``per_step`` each; at least one step)."""
+    order = time_order(T, reverse)
+    if backward:
+        order = order[::-1]
+    k = max(1, CHUNK_ELEMENTS // max(per_step, 1))
+    return [order[j : j + k] for j in range(0, T, k)]
+
+
+def span(steps: range) -> slice:
+    """The slice of the time axis that a run of consecutive steps covers."""
+    return slice(min(steps), max(steps) + 1)
 
 
 def state_slots(T: int, reverse: bool):
@@ -35,48 +54,70 @@ def state_slots(T: int, reverse: bool):
     return 0, (lambda t: t), (lambda t: t + 1), slice(1, T + 1), slice(0, T)
 
 
-def input_projection(x, weight_ih, bias=None):
-    """``x @ W_ih.T + bias`` for all T steps at once: one (T*B, I) x (I, G*H) GEMM.
+def input_projection(x, weight_ih, bias=None, parts=1):
+    """``x @ W_ih.T + bias`` for all T steps at once: one (T*B, I) x (I, G*H) GEMM (``parts`` threads).
 
     Returns a fresh (T, B, G*H) array that the forward pass overwrites with gate activations.
     """
     xp = array_module(x)
     T, B, I = x.shape
-    if I == 1:  # an outer product: BLAS is slow on K=1 GEMMs, broadcasting is 2-3x faster
-        gates = x.reshape(T * B, 1) * weight_ih[:, 0]
-    else:
-        gates = xp.matmul(x.reshape(T * B, I), weight_ih.T)
-    if bias is not None:
-        gates += bias
+    rows = x.reshape(T * B, I)
+    gates = xp.empty((T * B, weight_ih.shape[0]), dtype=x.dtype)
+
+    def project(r):
+        if I == 1:  # an outer product: BLAS is slow on K=1 GEMMs, broadcasting is 2-3x faster
+            xp.multiply(rows[r], weight_ih[:, 0], out=gates[r])
+        else:
+            xp.matmul(rows[r], weight_ih.T, out=gates[r])
+        if bias is not None:
+            gates[r] += bias
+
+    for_each_block(project, split(T * B, parts))
     return gates.reshape(T, B, -1)
 
 
-def weight_gradients(dgates, x, h_prev, dgates_hh=None, has_bias=True):
-    """The parameter gradients of one direction as single GEMMs over all steps.
+def weight_gradients(dgates, x, h_prev, dgates_hh=None, has_bias=True, parts=1):
+    """The parameter gradients of one direction as single GEMMs over all steps (``parts`` threads,
+    each taking a share of the gate rows).
 
     dW_ih = sum_t dgates_t^T x_t,  dW_hh = sum_t dgates_hh_t^T h_{t-1},
     db_ih = sum_t dgates_t,        db_hh = sum_t dgates_hh_t.
     ``dgates_hh`` differs from ``dgates`` only for the GRU (its n gate); None means the same.
     """
+    xp = array_module(dgates)
     if dgates_hh is None:
         dgates_hh = dgates
     T, B, G = dgates.shape
     dg = dgates.reshape(T * B, G)
     dgh = dgates_hh.reshape(T * B, G)
+    xs, hs = x.reshape(T * B, -1), h_prev.reshape(T * B, -1)
     grads = {
-        "weight_ih": dg.T @ x.reshape(T * B, -1),
-        "weight_hh": dgh.T @ h_prev.reshape(T * B, -1),
+        "weight_ih": xp.empty((G, xs.shape[1]), dtype=dg.dtype),
+        "weight_hh": xp.empty((G, hs.shape[1]), dtype=dg.dtype),
     }
     if has_bias:
-        grads["bias_ih"] = dg.sum(axis=0)
-        grads["bias_hh"] = dgh.sum(axis=0)
+        grads["bias_ih"] = xp.empty(G, dtype=dg.dtype)
+        grads["bias_hh"] = xp.empty(G, dtype=dg.dtype)
+
+    def gate_rows(r):
+        xp.matmul(dg[:, r].T, xs, out=grads["weight_ih"][r])
+        xp.matmul(dgh[:, r].T, hs, out=grads["weight_hh"][r])
+        if has_bias:
+            dg[:, r].sum(axis=0, out=grads["bias_ih"][r])
+            dgh[:, r].sum(axis=0, out=grads["bias_hh"][r])
+
+    for_each_block(gate_rows, split(G, parts))
     return grads
 
 
-def input_gradient(dgates, weight_ih):
-    """dx_t = dgates_t @ W_ih for all steps: one GEMM."""
+def input_gradient(dgates, weight_ih, parts=1):
+    """dx_t = dgates_t @ W_ih for all steps: one GEMM (``parts`` threads)."""
+    xp = array_module(dgates)
     T, B, G = dgates.shape
-    return (dgates.reshape(T * B, G) @ weight_ih).reshape(T, B, -1)
+    dg = dgates.reshape(T * B, G)
+    dx = xp.empty((T * B, weight_ih.shape[1]), dtype=dgates.dtype)
+    for_each_block(lambda r: xp.matmul(dg[r], weight_ih, out=dx[r]), split(T * B, parts))
+    return dx.reshape(T, B, -1)
 
 
 def sigmoid(xp, a):
@@ -103,15 +144,17 @@ def tanh_from_sigmoid_(a):
     a -= 1
 
 
-def tanh_(xp, a):
-    """In-place tanh; on NumPy through exp (tanh(z) = 2 / (1 + exp(-2z)) - 1) where that is faster:
-    float64 (exp ~4x cheaper than tanh) or large float32 blocks (~1.4x); small blocks pay more in calls."""
+def tanh_(xp, a, out=None):
+    """tanh(a) into ``out`` (default: in place); on NumPy through exp (tanh(z) = 2 / (1 + exp(-2z)) - 1)
+    where that is faster: float64 (exp ~4x cheaper than tanh) or large float32 blocks (~1.4x); small
+    blocks pay more in calls."""
+    out = a if out is None else out
     if xp is not np or (a.dtype == np.float32 and a.size < 4096):
-        xp.tanh(a, out=a)
+        xp.tanh(a, out=out)
         return
-    a *= -2
-    sigmoid_from_negated_(xp, a)
-    tanh_from_sigmoid_(a)
+    xp.multiply(a, -2, out=out)
+    sigmoid_from_negated_(xp, out)
+    tanh_from_sigmoid_(out)
 
 
 def quiet_overflow(xp):

@@ -36,6 +36,7 @@ from ._common import (
     unpack,
     weight_gradients,
 )
+from ._parallel import blocks, for_each_block, single_threaded_blas
 
 
 def gru_step_forward(x_t, h_prev, params):
@@ -95,34 +96,41 @@ def gru_forward(x, h0, params, *, reverse=False, mask=None):
         bias_x[: 2 * H] += b_hh[: 2 * H]  # r, z biases fold into the input projection
         bias_x *= scale[:, 0]
         b_hn = b_hh[2 * H :]
-    gates = input_projection(x, w_ih * scale, bias_x)  # overwritten in place by (r, z, n)
     mbuf = xp.empty((T, B, H), dtype=x.dtype)  # m_t = W_hn h_{t-1} + b_hn
     hbuf = xp.empty((T + 1, B, H), dtype=x.dtype)
     first, prev, new, after, before = state_slots(T, reverse)
     hbuf[first] = h0
-    rec = xp.empty((B, 3 * H), dtype=x.dtype)
-    with quiet_overflow(xp):
-        for t in time_order(T, reverse):
-            h_prev, h_new = hbuf[prev(t)], hbuf[new(t)]
-            gt = gates[t]
-            xp.matmul(h_prev, w_hh_s_t, out=rec)
-            rz = gt[:, : 2 * H]
-            rz += rec[:, : 2 * H]
-            sigmoid_from_negated_(xp, rz)
-            r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
-            m = mbuf[t]
-            if b_hn is None:
-                xp.copyto(m, rec[:, 2 * H :])
-            else:
-                xp.add(rec[:, 2 * H :], b_hn, out=m)
-            xp.multiply(r, m, out=h_new)  # h_new as scratch
-            n += h_new
-            tanh_(xp, n)
-            xp.subtract(h_prev, n, out=h_new)
-            h_new *= z
-            h_new += n
-            if mask is not None:
-                xp.copyto(h_new, h_prev, where=~mask[t])
+
+    def recur(rows):
+        """The time loop for the batch rows ``rows`` (rows evolve independently), in place."""
+        g_all, h_all, m_all = gates[:, rows], hbuf[:, rows], mbuf[:, rows]
+        skip = None if mask is None else ~mask[:, rows]
+        rec = xp.empty((g_all.shape[1], 3 * H), dtype=x.dtype)
+        with quiet_overflow(xp):
+            for t in time_order(T, reverse):
+                h_prev, h_new, gt, m = h_all[prev(t)], h_all[new(t)], g_all[t], m_all[t]
+                xp.matmul(h_prev, w_hh_s_t, out=rec)
+                rz = gt[:, : 2 * H]
+                rz += rec[:, : 2 * H]
+                sigmoid_from_negated_(xp, rz)
+                r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
+                if b_hn is None:
+                    xp.copyto(m, rec[:, 2 * H :])
+                else:
+                    xp.add(rec[:, 2 * H :], b_hn, out=m)
+                xp.multiply(r, m, out=h_new)  # h_new as scratch
+                n += h_new
+                tanh_(xp, n)
+                xp.subtract(h_prev, n, out=h_new)  # h_t = n + z (h_{t-1} - n)
+                h_new *= z
+                h_new += n
+                if skip is not None:
+                    xp.copyto(h_new, h_prev, where=skip[t])
+
+    row_blocks = blocks(xp, B, 3 * H)  # batch-row blocks run in parallel (see _parallel)
+    with single_threaded_blas(len(row_blocks) > 1):
+        gates = input_projection(x, w_ih * scale, bias_x, parts=len(row_blocks))  # overwritten by (r, z, n)
+        for_each_block(recur, row_blocks)
     if mask is None:
         out = hbuf[after]
     else:  # the cell output n + z (h_prev - n) at valid steps, zero at padded ones
@@ -146,39 +154,53 @@ def gru_backward(dout, dh_n, cache):
         dout = xp.where(mask, dout, 0)
     dg_x = xp.empty((T, B, 3 * H), dtype=x.dtype)
     dg_h = xp.empty((T, B, 3 * H), dtype=x.dtype)
-    tmp = xp.empty((B, H), dtype=x.dtype)
-    tmp2 = xp.empty((B, 2 * H), dtype=x.dtype)
-    rec = xp.empty((B, H), dtype=x.dtype)
-    for t in reversed(time_order(T, reverse)):
-        if dout is not None:
-            dh += dout[t]
-        if mask is not None:
-            dh_skip = xp.where(mask[t], 0, dh)
-            dh *= mask[t]
-        gt, dgx, dgh = gates[t], dg_x[t], dg_h[t]
-        r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
-        da_r, da_z, da_n = dgx[:, :H], dgx[:, H : 2 * H], dgx[:, 2 * H :]
-        # da_n = dh * (1 - z) * (1 - n^2)
-        xp.subtract(1, z, out=da_n)
-        da_n *= dh
-        xp.multiply(n, n, out=tmp)
-        xp.subtract(1, tmp, out=tmp)
-        da_n *= tmp
-        # da_r = da_n * m  (times r(1-r) below);  da_z = dh * (h_prev - n)  (times z(1-z) below)
-        xp.multiply(da_n, mbuf[t], out=da_r)
-        xp.subtract(hbuf[prev(t)], n, out=da_z)
-        da_z *= dh
-        rz = gt[:, : 2 * H]
-        xp.multiply(rz, rz, out=tmp2)
-        xp.subtract(rz, tmp2, out=tmp2)
-        dgx[:, : 2 * H] *= tmp2
-        dgh[:, : 2 * H] = dgx[:, : 2 * H]
-        xp.multiply(da_n, r, out=dgh[:, 2 * H :])
-        # dh_{t-1} = dh * z + dG_h W_hh
-        xp.matmul(dgh, w_hh, out=rec)
-        dh *= z
-        dh += rec
-        if mask is not None:
-            dh += dh_skip
-    grads = weight_gradients(dg_x, x, hbuf[before], dgates_hh=dg_h, has_bias=b_ih is not None)
-    return input_gradient(dg_x, w_ih), dh, grads
+
+    def recur(rows):
+        """BPTT for the batch rows ``rows``: into dg_x, dg_h [:, rows]; dh ends as dL/dh_0 there."""
+        g_all, dgx_all, dgh_all = gates[:, rows], dg_x[:, rows], dg_h[:, rows]
+        m_all, h_all = mbuf[:, rows], hbuf[:, rows]
+        dout_all = None if dout is None else dout[:, rows]
+        valid = None if mask is None else mask[:, rows]
+        dh_r = dh[rows]
+        b = dh_r.shape[0]
+        tmp, rec = xp.empty((b, H), dtype=x.dtype), xp.empty((b, H), dtype=x.dtype)
+        tmp2 = xp.empty((b, 2 * H), dtype=x.dtype)
+        for t in reversed(time_order(T, reverse)):
+            if dout_all is not None:
+                dh_r += dout_all[t]
+            if valid is not None:
+                dh_skip = xp.where(valid[t], 0, dh_r)
+                dh_r *= valid[t]
+            gt, dgx, dgh = g_all[t], dgx_all[t], dgh_all[t]
+            r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
+            da_r, da_z, da_n = dgx[:, :H], dgx[:, H : 2 * H], dgx[:, 2 * H :]
+            # da_n = dh * (1 - z) * (1 - n^2)
+            xp.subtract(1, z, out=da_n)
+            da_n *= dh_r
+            xp.multiply(n, n, out=tmp)
+            xp.subtract(1, tmp, out=tmp)
+            da_n *= tmp
+            # da_r = da_n * m  (times r(1-r) below);  da_z = dh * (h_prev - n)  (times z(1-z) below)
+            xp.multiply(da_n, m_all[t], out=da_r)
+            xp.subtract(h_all[prev(t)], n, out=da_z)
+            da_z *= dh_r
+            rz = gt[:, : 2 * H]
+            xp.multiply(rz, rz, out=tmp2)
+            xp.subtract(rz, tmp2, out=tmp2)
+            dgx[:, : 2 * H] *= tmp2
+            dgh[:, : 2 * H] = dgx[:, : 2 * H]
+            xp.multiply(da_n, r, out=dgh[:, 2 * H :])
+            # dh_{t-1} = dh * z + dG_h W_hh
+            xp.matmul(dgh, w_hh, out=rec)
+            dh_r *= z
+            dh_r += rec
+            if valid is not None:
+                dh_r += dh_skip
+
+    row_blocks = blocks(xp, B, 3 * H)
+    with single_threaded_blas(len(row_blocks) > 1):
+        for_each_block(recur, row_blocks)
+        grads = weight_gradients(dg_x, x, hbuf[before], dgates_hh=dg_h, has_bias=b_ih is not None,
+                                 parts=len(row_blocks))
+        dx = input_gradient(dg_x, w_ih, parts=len(row_blocks))
+    return dx, dh, grads

@@ -17,11 +17,20 @@ Backward, one step. Given dh = dL/dh_t and dc = dL/dc_t arriving from step t+1::
     dx_t = da W_ih       dh_{t-1} = da W_hh       dW_ih += da^T x_t    dW_hh += da^T h_{t-1}
 
 Fast path details (same mathematics):
-- the gate rows are reordered once to (i, f, o, g) so the three sigmoid gates are one
-  contiguous block;
+- the gate rows are reordered once to (o, i, f, g): the three sigmoid gates are one contiguous
+  block, and so are the three gates whose gradient is a multiple of dc (i, f, g);
 - sigma(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigma(2a) - 1: the rows of the weights and biases
   are pre-scaled once by -1 (sigmoid gates) and -2 (g), so one in-place ``exp``, ``+ 1`` and
-  ``reciprocal`` over the whole gate block give all four gates (g then takes ``* 2 - 1``).
+  ``reciprocal`` over the whole gate block give all four gates (g then takes ``* 2 - 1``);
+- the backward splits each gate gradient into a factor known from the forward pass and the
+  incoming dh or dc::
+
+      da_o = dh * [tanh(c_t) o(1-o)]      da_i = dc * [g i(1-i)]
+      da_f = dc * [c_{t-1} f(1-f)]        da_g = dc * [i (1-g^2)]     dc += dh * [o (1-tanh(c_t)^2)]
+
+  The bracketed factors of all steps are computed before the time loop, in whole-array passes
+  (threaded over time); the sequential loop is left with a handful of multiplies and the GEMM;
+- batch rows are independent, so both time loops run on row blocks in parallel (``_parallel``).
 """
 
 from __future__ import annotations
@@ -33,13 +42,16 @@ from ._common import (
     quiet_overflow,
     sigmoid,
     sigmoid_from_negated_,
+    span,
     state_slots,
     tanh_,
     tanh_from_sigmoid_,
+    time_chunks,
     time_order,
     unpack,
     weight_gradients,
 )
+from ._parallel import blocks, for_each_block, single_threaded_blas
 
 
 def lstm_step_forward(x_t, state, params):
@@ -76,9 +88,9 @@ def lstm_step_backward(dstate, cache):
 
 
 def _gate_permutation(xp, H):
-    """Row order (i, f, o, g) from torch's (i, f, g, o), and its inverse."""
+    """Row order (o, i, f, g) from torch's (i, f, g, o), and its inverse."""
     i, f, g, o = (xp.arange(k * H, (k + 1) * H) for k in range(4))
-    perm = xp.concatenate([i, f, o, g])
+    perm = xp.concatenate([o, i, f, g])
     return perm, xp.argsort(perm)
 
 
@@ -97,43 +109,44 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
     w_ih_s = w_ih[perm] * scale
     w_hh_s_t = (w_hh[perm] * scale).T.copy()
     bias_s = None if b_ih is None else (b_ih + b_hh)[perm] * scale[:, 0]
-    gates = input_projection(x, w_ih_s, bias_s)  # overwritten in place by (i, f, o, g)
     hbuf = xp.empty((T + 1, B, H), dtype=x.dtype)
     cbuf = xp.empty((T + 1, B, H), dtype=x.dtype)
     tanh_c = xp.empty((T, B, H), dtype=x.dtype)
     first, prev, new, after, before = state_slots(T, reverse)
     hbuf[first], cbuf[first] = state
-    rec = xp.empty((B, 4 * H), dtype=x.dtype)
-    ig = xp.empty((B, H), dtype=x.dtype)
 
-    def pointwise(t):
-        """Gates, cell and hidden state of step t (pointwise, in place)."""
-        h_prev, c_prev = hbuf[prev(t)], cbuf[prev(t)]
-        h_new, c_new = hbuf[new(t)], cbuf[new(t)]
-        gt, tc, ig_r = gates[t], tanh_c[t], ig
-        gt += rec
-        sigmoid_from_negated_(xp, gt)
-        i, f, o, g = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H : 3 * H], gt[:, 3 * H :]
-        tanh_from_sigmoid_(g)
-        xp.multiply(f, c_prev, out=c_new)
-        xp.multiply(i, g, out=ig_r)
-        c_new += ig_r
-        xp.copyto(tc, c_new)
-        tanh_(xp, tc)
-        xp.multiply(o, tc, out=h_new)
-        if mask is not None:  # padded steps carry the state through unchanged
-            m = ~mask[t]
-            xp.copyto(h_new, h_prev, where=m)
-            xp.copyto(c_new, c_prev, where=m)
+    def recur(rows):
+        """The time loop for the batch rows ``rows`` (rows evolve independently), in place."""
+        g_all, h_all, c_all, tc_all = gates[:, rows], hbuf[:, rows], cbuf[:, rows], tanh_c[:, rows]
+        skip = None if mask is None else ~mask[:, rows]
+        rec = xp.empty((g_all.shape[1], 4 * H), dtype=x.dtype)
+        ig = xp.empty((g_all.shape[1], H), dtype=x.dtype)
+        with quiet_overflow(xp):
+            for t in time_order(T, reverse):
+                h_prev, c_prev, h_new, c_new = h_all[prev(t)], c_all[prev(t)], h_all[new(t)], c_all[new(t)]
+                gt, tc = g_all[t], tc_all[t]
+                xp.matmul(h_prev, w_hh_s_t, out=rec)
+                gt += rec
+                sigmoid_from_negated_(xp, gt)
+                o, i, f, g = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H : 3 * H], gt[:, 3 * H :]
+                tanh_from_sigmoid_(g)
+                xp.multiply(f, c_prev, out=c_new)  # c_t = f * c_{t-1} + i * g
+                xp.multiply(i, g, out=ig)
+                c_new += ig
+                tanh_(xp, c_new, out=tc)
+                xp.multiply(o, tc, out=h_new)  # h_t = o * tanh(c_t)
+                if skip is not None:  # padded steps carry the state through unchanged
+                    xp.copyto(h_new, h_prev, where=skip[t])
+                    xp.copyto(c_new, c_prev, where=skip[t])
 
-    with quiet_overflow(xp):
-        for t in time_order(T, reverse):
-            xp.matmul(hbuf[prev(t)], w_hh_s_t, out=rec)
-            pointwise(t)
+    row_blocks = blocks(xp, B, 4 * H)  # batch-row blocks run in parallel (see _parallel)
+    with single_threaded_blas(len(row_blocks) > 1):
+        gates = input_projection(x, w_ih_s, bias_s, parts=len(row_blocks))  # overwritten by (o, i, f, g)
+        for_each_block(recur, row_blocks)
     if mask is None:
         out = hbuf[after]
     else:  # output o * tanh(c) at valid steps, zero at padded ones
-        out = xp.where(mask, gates[:, :, 2 * H : 3 * H] * tanh_c, 0)
+        out = xp.where(mask, gates[:, :, :H] * tanh_c, 0)
     last = new(0 if reverse else T - 1)
     cache = (x, hbuf, cbuf, gates, tanh_c, params, reverse, mask)
     return out, (hbuf[last], cbuf[last]), cache
@@ -151,58 +164,67 @@ def lstm_backward(dout, dstate_n, cache):
     H = w_hh.shape[1]
     perm, inv = _gate_permutation(xp, H)
     w_hh_p = w_hh[perm]
-    _, prev, _, _, before = state_slots(T, reverse)
+    _, _, _, _, before = state_slots(T, reverse)
+    c_before = cbuf[before]  # c_{t-1} of step t, in time order
     dh_n, dc_n = dstate_n if dstate_n is not None else (None, None)
     dh = xp.zeros((B, H), dtype=x.dtype) if dh_n is None else dh_n.copy()
     dc = xp.zeros((B, H), dtype=x.dtype) if dc_n is None else dc_n.copy()
     if dout is not None and mask is not None:
         dout = xp.where(mask, dout, 0)
-    dgates = xp.empty((T, B, 4 * H), dtype=x.dtype)  # (i, f, o, g) order
-    tmp = xp.empty((B, H), dtype=x.dtype)
-    tmp3 = xp.empty((B, 3 * H), dtype=x.dtype)
-    dh_skip = xp.empty((B, H), dtype=x.dtype)
-    dc_skip = xp.empty((B, H), dtype=x.dtype)
+    dgates = xp.empty((T, B, 4 * H), dtype=x.dtype)  # (o, i, f, g); first the factors, then da
+    dc_factor = xp.empty((T, B, H), dtype=x.dtype)  # o (1 - tanh(c)^2)
 
-    def pointwise(t):
-        """Gate gradients of step t into dgates[t]; leaves dc = dL/dc_{t-1} (cell-path part)."""
-        dh_r, dc_r, tmp_r, tmp3_r = dh, dc, tmp, tmp3
-        if dout is not None:
-            dh_r += dout[t]
-        gt, dgt, tc = gates[t], dgates[t], tanh_c[t]
-        i, f, o, g = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H : 3 * H], gt[:, 3 * H :]
-        di, df, do, dg = dgt[:, :H], dgt[:, H : 2 * H], dgt[:, 2 * H : 3 * H], dgt[:, 3 * H :]
-        if mask is not None:
-            m = mask[t]
-            xp.multiply(dh_r, ~m, out=dh_skip)
-            xp.multiply(dc_r, ~m, out=dc_skip)
-            dh_r *= m
-            dc_r *= m
-        xp.multiply(dh_r, tc, out=do)
-        # dc += dh * o * (1 - tanh(c)^2)
-        xp.multiply(tc, tc, out=tmp_r)
-        xp.subtract(1, tmp_r, out=tmp_r)
-        tmp_r *= o
-        tmp_r *= dh_r
-        dc_r += tmp_r
-        xp.multiply(dc_r, g, out=di)
-        xp.multiply(dc_r, cbuf[prev(t)], out=df)
-        xp.multiply(dc_r, i, out=dg)
-        xp.multiply(g, g, out=tmp_r)
-        xp.subtract(1, tmp_r, out=tmp_r)
-        dg *= tmp_r
-        sig = gt[:, : 3 * H]
-        xp.multiply(sig, sig, out=tmp3_r)
-        xp.subtract(sig, tmp3_r, out=tmp3_r)  # s(1-s)
-        dgt[:, : 3 * H] *= tmp3_r
-        dc_r *= f
-        if mask is not None:
-            dc_r += dc_skip
+    def factors(steps, rows):
+        """The bracketed factors (module docstring) of ``steps`` x ``rows``, a few passes over the block."""
+        gt, p, tc, q = gates[steps, rows], dgates[steps, rows], tanh_c[steps, rows], dc_factor[steps, rows]
+        o, i, g = gt[..., :H], gt[..., H : 2 * H], gt[..., 3 * H :]
+        xp.subtract(1, gt[..., : 3 * H], out=p[..., : 3 * H])
+        p[..., : 3 * H] *= gt[..., : 3 * H]  # s(1-s) for o, i, f
+        p[..., :H] *= tc
+        p[..., H : 2 * H] *= g
+        p[..., 2 * H : 3 * H] *= c_before[steps, rows]
+        p_g = p[..., 3 * H :]
+        xp.multiply(g, g, out=p_g)
+        xp.subtract(1, p_g, out=p_g)
+        p_g *= i
+        xp.multiply(tc, tc, out=q)
+        xp.subtract(1, q, out=q)
+        q *= o
 
-    for t in reversed(time_order(T, reverse)):
-        pointwise(t)
-        xp.matmul(dgates[t], w_hh_p, out=dh)
-        if mask is not None:
-            dh += dh_skip
-    grads = weight_gradients(dgates, x, hbuf[before], has_bias=b_ih is not None)
+    def recur(rows):
+        """BPTT for the batch rows ``rows``: da into dgates[:, rows]; dh, dc end as dL/dh_0, dL/dc_0 there."""
+        da_all, q_all, g_all = dgates[:, rows], dc_factor[:, rows], gates[:, rows]
+        dout_all = None if dout is None else dout[:, rows]
+        valid = None if mask is None else mask[:, rows]
+        dh_r, dc_r = dh[rows], dc[rows]
+        b = dh_r.shape[0]
+        tmp, dh_skip, dc_skip = (xp.empty((b, H), dtype=x.dtype) for _ in range(3))
+        for steps in time_chunks(T, reverse, b * 5 * H, backward=True):
+            factors(span(steps), rows)
+            for t in steps:
+                if dout_all is not None:
+                    dh_r += dout_all[t]
+                if valid is not None:  # padded steps: gradients pass straight through to step t-1
+                    m = valid[t]
+                    xp.multiply(dh_r, ~m, out=dh_skip)
+                    xp.multiply(dc_r, ~m, out=dc_skip)
+                    dh_r *= m
+                    dc_r *= m
+                da = da_all[t]
+                xp.multiply(dh_r, q_all[t], out=tmp)
+                dc_r += tmp  # dc += dh * o (1 - tanh(c)^2)
+                da[:, :H] *= dh_r  # da_o
+                da.reshape(b, 4, H)[:, 1:] *= dc_r[:, None, :]  # da_i, da_f, da_g
+                dc_r *= g_all[t][:, 2 * H : 3 * H]  # dc_{t-1} = dc * f
+                xp.matmul(da, w_hh_p, out=dh_r)
+                if valid is not None:
+                    dh_r += dh_skip
+                    dc_r += dc_skip
+
+    row_blocks = blocks(xp, B, 4 * H)
+    with single_threaded_blas(len(row_blocks) > 1):
+        for_each_block(recur, row_blocks)
+        grads = weight_gradients(dgates, x, hbuf[before], has_bias=b_ih is not None, parts=len(row_blocks))
+        dx = input_gradient(dgates, w_ih[perm], parts=len(row_blocks))
     grads = {name: grad[inv] for name, grad in grads.items()}  # rows back to (i, f, g, o)
-    return input_gradient(dgates, w_ih[perm]), (dh, dc), grads
+    return dx, (dh, dc), grads
