@@ -39,16 +39,38 @@ def flops(cell, T, B, I, H, backward=False):
     return fwd * (3 if backward else 1)
 
 
-def _median_time(fn, repeat, warmup, min_time=0.0):
-    for _ in range(warmup):
-        fn()
-    times = []
+SETTLE_S = 0.2  # pause at each change of backend: lets the BLAS/OpenMP workers of the last one go idle
+
+
+def _interleaved_median_times(fns, repeat, warmup, min_time=0.0, block=3):
+    """Median seconds of each of ``fns`` (name -> callable), taking turns in blocks of ``block`` calls.
+
+    Taking turns puts every backend under the same machine conditions: on a shared (virtual)
+    machine the speed drifts by tens of percent within seconds, and one long run per backend
+    would turn that drift into a false ratio. At each change of backend: a pause (``SETTLE_S``)
+    and one untimed call. After a multi-threaded GEMM, OpenBLAS's worker threads spin for about
+    2^28 clock ticks (~0.1 s) and slow whatever runs next (measured: torch's RNN on the seed
+    size 5x slower straight after a NumPy call); the untimed call re-warms caches and threads.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     start = time.perf_counter()
-    while len(times) < repeat or (time.perf_counter() - start < min_time and len(times) < 10 * repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+
+    def fewest():
+        return min(len(ts) for ts in times.values())
+
+    while fewest() < repeat or (time.perf_counter() - start < min_time and fewest() < 10 * repeat):
+        for name, fn in fns.items():
+            if len(fns) > 1:
+                time.sleep(SETTLE_S)
+                fn()
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 def _ours(cell, T, B, I, H, backend, dtype):
@@ -125,24 +147,39 @@ def available_backends():
     return found
 
 
-def time_case(cell, T, B, I, H, backend, dtype="float32", repeat=7, warmup=2, min_time=0.5):
-    """(forward seconds, forward+backward seconds) for one backend."""
+def _case_fns(cell, T, B, I, H, backend, dtype):
     if backend in ("numpy", "cupy"):
-        fwd, fwd_bwd = _ours(cell, T, B, I, H, backend, dtype)
-    else:
-        fwd, fwd_bwd = _torch(cell, T, B, I, H, "cuda" if backend == "torch_cuda" else "cpu", dtype)
-    if backend == "cupy":
-        return be.cupy_benchmark(fwd, repeat, warmup), be.cupy_benchmark(fwd_bwd, repeat, warmup)
-    if backend == "torch_cuda":
-        return _time_torch_cuda(fwd, repeat, warmup), _time_torch_cuda(fwd_bwd, repeat, warmup)
-    return _median_time(fwd, repeat, warmup, min_time), _median_time(fwd_bwd, repeat, warmup, min_time)
+        return _ours(cell, T, B, I, H, backend, dtype)
+    return _torch(cell, T, B, I, H, "cuda" if backend == "torch_cuda" else "cpu", dtype)
+
+
+def time_cases(cell, T, B, I, H, backends, dtype="float32", repeat=7, warmup=2, min_time=0.5):
+    """{backend: (forward seconds, forward+backward seconds)}.
+
+    CPU backends (numpy, torch_cpu) take turns (see :func:`_interleaved_median_times`); GPU backends
+    are timed on the device with synchronisation (cupyx.profiler.benchmark, CUDA events).
+    """
+    fns = {backend: _case_fns(cell, T, B, I, H, backend, dtype) for backend in backends}
+    result = {}
+    cpu = [b for b in backends if b in ("numpy", "torch_cpu")]
+    if cpu:
+        fwd = _interleaved_median_times({b: fns[b][0] for b in cpu}, repeat, warmup, min_time)
+        fb = _interleaved_median_times({b: fns[b][1] for b in cpu}, repeat, warmup, min_time)
+        result.update({b: (fwd[b], fb[b]) for b in cpu})
+    for backend in backends:
+        fwd, fwd_bwd = fns[backend]
+        if backend == "cupy":
+            result[backend] = be.cupy_benchmark(fwd, repeat, warmup), be.cupy_benchmark(fwd_bwd, repeat, warmup)
+        elif backend == "torch_cuda":
+            result[backend] = _time_torch_cuda(fwd, repeat, warmup), _time_torch_cuda(fwd_bwd, repeat, warmup)
+    return result
 
 
 def gemm_rate(n=2048, dtype="float32", repeat=10):
     """The machine's measured NumPy GEMM rate in GFLOP/s (n x n x n), the ceiling for the kernel."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)
-    t = _median_time(lambda: a @ b, repeat, 2)
+    t = _interleaved_median_times({"gemm": lambda: a @ b}, repeat, 2, block=1)["gemm"]
     return 2.0 * n**3 / t / 1e9
 
 
@@ -156,7 +193,11 @@ def machine_info():
     except OSError:
         info["cpu"] = None
     info["blas_threads_env"] = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                                "MKL_NUM_THREADS") if os.environ.get(k)}
+                                                                "MKL_NUM_THREADS", "RNN_SCRATCH_NUM_THREADS")
+                                if os.environ.get(k)}
+    from .functional._parallel import get_num_threads
+
+    info["rnn_scratch_threads"] = get_num_threads()
     try:
         blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
         info["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
@@ -194,8 +235,9 @@ def run(sizes=None, cells=CELLS, backends=None, sweep=True, quick=False, dtype="
     bar = progress(cases, desc="bench", disable=not show_progress)
     for cell, name, (T, B, I, H) in bar:
         row = {"cell": cell, "size": name, "T": T, "B": B, "I": I, "H": H, "dtype": dtype, "times": {}}
+        timed = time_cases(cell, T, B, I, H, backends, dtype, repeat=repeat, min_time=min_time)
         for backend in backends:
-            fwd, fb = time_case(cell, T, B, I, H, backend, dtype, repeat=repeat, min_time=min_time)
+            fwd, fb = timed[backend]
             row["times"][backend] = {"forward_s": fwd, "forward_backward_s": fb,
                                      "forward_per_step_us": fwd / T * 1e6, "forward_backward_per_step_us": fb / T * 1e6,
                                      "forward_backward_gflops": flops(cell, T, B, I, H, True) / fb / 1e9}
