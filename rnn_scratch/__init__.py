@@ -10,11 +10,13 @@
 
 from . import backend, functional
 from .backend import BackendUnavailableError, get_xp, to_backend, to_numpy
+from .functional._parallel import get_num_threads, set_num_threads
 from .layers import GRU, LSTM, RNN, Embedding, Linear, Module, RNNBase
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GRU", "LSTM", "RNN", "BackendUnavailableError", "Embedding", "Linear", "Module", "RNNBase",
-    "backend", "functional", "get_xp", "to_backend", "to_numpy", "__version__",
+    "backend", "functional", "get_num_threads", "get_xp", "set_num_threads", "to_backend", "to_numpy",
+    "__version__",
 ]

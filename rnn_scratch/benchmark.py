@@ -42,7 +42,7 @@ def flops(cell, T, B, I, H, backward=False):
 SETTLE_S = 0.2  # pause at each change of backend: lets the BLAS/OpenMP workers of the last one go idle
 
 
-def _interleaved_median_times(fns, repeat, warmup, min_time=0.0, block=3):
+def _interleaved_median_times(fns, repeat, warmup, min_time=0.0, block=2):
     """Median seconds of each of ``fns`` (name -> callable), taking turns in blocks of ``block`` calls.
 
     Taking turns puts every backend under the same machine conditions: on a shared (virtual)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import rnn_scratch
 from rnn_scratch.functional import (
     _common,
     _parallel,
@@ -136,9 +137,9 @@ def test_num_threads_setting_and_environment():
         _parallel.set_num_threads(True)
     with mock.patch.dict(os.environ, {"RNN_SCRATCH_NUM_THREADS": "3"}):
         assert _parallel.get_num_threads() == 3
-        _parallel.set_num_threads(1)
-        assert _parallel.get_num_threads() == 1
-        _parallel.set_num_threads(None)
+        rnn_scratch.set_num_threads(1)
+        assert rnn_scratch.get_num_threads() == 1
+        rnn_scratch.set_num_threads(None)
     for bad in ("0", "two"):
         with mock.patch.dict(os.environ, {"RNN_SCRATCH_NUM_THREADS": bad}):
             with pytest.raises(ValueError, match="RNN_SCRATCH_NUM_THREADS"):
