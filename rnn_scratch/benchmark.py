@@ -42,7 +42,7 @@ def flops(cell, T, B, I, H, backward=False):
 SETTLE_S = 0.2  # pause at each change of backend: lets the BLAS/OpenMP workers of the last one go idle
 
 
-def _interleaved_median_times(fns, repeat, warmup, min_time=0.0, block=2):
+def interleaved_median_times(fns, repeat, warmup, min_time=0.0, block=2):
     """Median seconds of each of ``fns`` (name -> callable), taking turns in blocks of ``block`` calls.
 
     Taking turns puts every backend under the same machine conditions: on a shared (virtual)
@@ -156,15 +156,15 @@ def _case_fns(cell, T, B, I, H, backend, dtype):
 def time_cases(cell, T, B, I, H, backends, dtype="float32", repeat=7, warmup=2, min_time=0.5):
     """{backend: (forward seconds, forward+backward seconds)}.
 
-    CPU backends (numpy, torch_cpu) take turns (see :func:`_interleaved_median_times`); GPU backends
+    CPU backends (numpy, torch_cpu) take turns (see :func:`interleaved_median_times`); GPU backends
     are timed on the device with synchronisation (cupyx.profiler.benchmark, CUDA events).
     """
     fns = {backend: _case_fns(cell, T, B, I, H, backend, dtype) for backend in backends}
     result = {}
     cpu = [b for b in backends if b in ("numpy", "torch_cpu")]
     if cpu:
-        fwd = _interleaved_median_times({b: fns[b][0] for b in cpu}, repeat, warmup, min_time)
-        fb = _interleaved_median_times({b: fns[b][1] for b in cpu}, repeat, warmup, min_time)
+        fwd = interleaved_median_times({b: fns[b][0] for b in cpu}, repeat, warmup, min_time)
+        fb = interleaved_median_times({b: fns[b][1] for b in cpu}, repeat, warmup, min_time)
         result.update({b: (fwd[b], fb[b]) for b in cpu})
     for backend in backends:
         fwd, fwd_bwd = fns[backend]
@@ -179,7 +179,7 @@ def gemm_rate(n=2048, dtype="float32", repeat=10):
     """The machine's measured NumPy GEMM rate in GFLOP/s (n x n x n), the ceiling for the kernel."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)
-    t = _interleaved_median_times({"gemm": lambda: a @ b}, repeat, 2, block=1)["gemm"]
+    t = interleaved_median_times({"gemm": lambda: a @ b}, repeat, 2, block=1)["gemm"]
     return 2.0 * n**3 / t / 1e9
 
 
