@@ -10,15 +10,17 @@ When the recurrence is split, the whole kernel call runs with BLAS held to one t
 ``threadpoolctl``) and splits its big GEMMs over the same threads (:func:`split`). This matters:
 after a multi-threaded call OpenBLAS's workers spin for a long while (``OPENBLAS_THREAD_TIMEOUT``,
 2^28 cycles by default) and take the core that our second thread needs. Measured on the 2-core
-machine, the LSTM forward time loop on 1000 rows: 42 ms on one thread, 26 ms on two with
-OpenBLAS idle, 51 ms on two right after a multi-threaded GEMM. When the recurrence is one block,
-nothing is threaded here and BLAS keeps its own threads.
+machine, a loop of GEMM + sigmoid shaped like the LSTM forward (20 steps, 1000 rows, H=50): 42 ms
+on one thread, 26 ms on two with OpenBLAS idle, 51 ms on two right after a multi-threaded GEMM.
+When the recurrence is one block, nothing is threaded here and BLAS keeps its own threads.
 
 On CuPy there is one block: the GPU parallelises over rows itself.
 
 Thread count: :func:`set_num_threads`, else the environment variable ``RNN_SCRATCH_NUM_THREADS``,
 else the CPUs this process may use. Blocks smaller than :data:`MIN_BLOCK_ELEMENTS` gate
-activations per step are not worth a thread.
+activations per step are not worth a thread: on the benchmark's mid row (32 rows x 1024 gate
+columns) two 16-row blocks were slower than one, their many small ufunc calls contending for
+the GIL, so that row runs as one block with multi-threaded BLAS.
 """
 
 from __future__ import annotations
