@@ -212,26 +212,15 @@ class EncoderDecoder(Module):
         return self.xp.concatenate(outs, axis=1)
 
 
-class BidirectionalClassifier(Module):
-    """One class per sequence from both directions' final states: ``y = W [h_fwd_T ; h_bwd_1] + b``."""
+class BidirectionalClassifier(ManyToOneRegressor):
+    """One class per sequence from both directions' final states: ``y = W [h_fwd_T ; h_bwd_1] + b``.
+
+    The regressor's forward and backward with ``bidirectional=True`` and logits for a head.
+    """
 
     def __init__(self, cell="gru", input_size=1, hidden_size=32, num_classes=2, num_layers=1, seed=None, **kw):
-        super().__init__(**_common(kw))
-        rng = np.random.default_rng(seed)
-        self.rnn = self.add_child("rnn", make_recurrent(cell, input_size, hidden_size, num_layers=num_layers,
-                                                        bidirectional=True, seed=int(rng.integers(2**31)), **kw))
-        self.head = self.add_child("head", Linear(2 * hidden_size, num_classes, seed=int(rng.integers(2**31)),
-                                                  **_common(kw)))
-
-    def forward(self, x, lengths=None):
-        _, state = self.rnn(x, lengths=lengths)
-        h_n = hidden_of(self.rnn, state)
-        self._h_shape = h_n.shape
-        return self.head(top_features(self.rnn, h_n))
-
-    def backward(self, dlogits):
-        dx, _ = self.rnn.backward(None, top_features_grad(self.rnn, self.head.backward(dlogits), self._h_shape))
-        return dx
+        super().__init__(cell, input_size, hidden_size, num_classes, num_layers=num_layers, seed=seed,
+                         bidirectional=True, **kw)
 
 
 class CharLM(Module):
