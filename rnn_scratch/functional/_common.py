@@ -25,12 +25,10 @@ def time_order(T: int, reverse: bool):
 CHUNK_ELEMENTS = 1 << 18  # elements (1 MB of float32) a run of steps may span and stay in cache
 
 
-def time_chunks(T: int, reverse: bool, per_step: int, backward: bool = False):
-    """The steps in visiting order (the forward's, or its reverse when ``backward``), cut into runs of
+def backward_time_chunks(T: int, reverse: bool, per_step: int):
+    """The steps in the backward pass's order (the reverse of the forward's), cut into runs of
     consecutive steps of at most ``CHUNK_ELEMENTS`` elements (``per_step`` each; at least one step)."""
-    order = time_order(T, reverse)
-    if backward:
-        order = order[::-1]
+    order = time_order(T, reverse)[::-1]
     k = max(1, CHUNK_ELEMENTS // max(per_step, 1))
     return [order[j : j + k] for j in range(0, T, k)]
 
@@ -90,20 +88,16 @@ def weight_gradients(dgates, x, h_prev, dgates_hh=None, has_bias=True, parts=1):
     dg = dgates.reshape(T * B, G)
     dgh = dg if same else dgates_hh.reshape(T * B, G)
     xs, hs = x.reshape(T * B, -1), h_prev.reshape(T * B, -1)
-    shares = split(T * B, parts)
-    partial = [None] * len(shares)
 
-    def share(k):
-        r = shares[k]
+    def share(r):
         grads = {"weight_ih": dg[r].T @ xs[r], "weight_hh": dgh[r].T @ hs[r]}
         if has_bias:
             grads["bias_ih"] = dg[r].sum(axis=0)
             grads["bias_hh"] = grads["bias_ih"].copy() if same else dgh[r].sum(axis=0)
-        partial[k] = grads
+        return grads
 
-    for_each_block(share, list(range(len(shares))))
-    grads = partial[0]
-    for more in partial[1:]:
+    grads, *partial = for_each_block(share, split(T * B, parts))
+    for more in partial:
         for name in grads:
             grads[name] += more[name]
     return grads

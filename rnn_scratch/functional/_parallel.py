@@ -73,7 +73,7 @@ def set_num_threads(n: int | None) -> None:
 
 
 def blocks(xp, count: int, width: int) -> list[slice]:
-    """Contiguous blocks covering ``range(count)`` (batch rows, or time steps); ``width`` = elements per item.
+    """Contiguous blocks covering ``range(count)`` batch rows; ``width`` = elements per row.
 
     One block unless NumPy, several threads allowed, and each block keeps at least
     ``MIN_BLOCK_ELEMENTS`` elements.
@@ -90,11 +90,17 @@ def split(count: int, parts: int) -> list[slice]:
     return [slice(edges[k], edges[k + 1]) for k in range(parts)]
 
 
-def single_threaded_blas(threaded: bool):
-    """Context: BLAS on one thread while ``threaded`` (our threads do the splitting), else unchanged."""
+@contextlib.contextmanager
+def batch_blocks(xp, batch: int, width: int):
+    """Context giving the row blocks (:func:`blocks`) of one kernel call; while there are several,
+    BLAS runs on one thread inside it (our threads do the splitting)."""
+    row_blocks = blocks(xp, batch, width)
+    with _single_threaded_blas() if len(row_blocks) > 1 else contextlib.nullcontext():
+        yield row_blocks
+
+
+def _single_threaded_blas():
     global _blas
-    if not threaded:
-        return contextlib.nullcontext()
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # without it BLAS keeps its threads: still correct, slower
@@ -105,14 +111,13 @@ def single_threaded_blas(threaded: bool):
     return _blas.limit(limits=1, user_api="blas")
 
 
-def for_each_block(fn, blocks) -> None:
-    """Call ``fn(block)`` for every block: the first on this thread, the others on the worker pool.
+def for_each_block(fn, blocks) -> list:
+    """``[fn(block) for block in blocks]``: the first on this thread, the others on the worker pool.
 
     Returns when all have finished; an exception in any block is raised here.
     """
     if len(blocks) == 1:
-        fn(blocks[0])
-        return
+        return [fn(blocks[0])]
     global _pool, _pool_size
     with _lock:
         if _pool_size < len(blocks) - 1:
@@ -121,9 +126,8 @@ def for_each_block(fn, blocks) -> None:
         pool = _pool
     futures = [pool.submit(fn, block) for block in blocks[1:]]
     try:
-        fn(blocks[0])
+        first = fn(blocks[0])
     finally:
         for future in futures:
             future.exception()  # wait for every block, even when one failed
-    for future in futures:
-        future.result()
+    return [first, *(future.result() for future in futures)]

@@ -36,7 +36,7 @@ from ._common import (
     unpack,
     weight_gradients,
 )
-from ._parallel import blocks, for_each_block, single_threaded_blas
+from ._parallel import batch_blocks, for_each_block
 
 
 def gru_step_forward(x_t, h_prev, params):
@@ -127,8 +127,7 @@ def gru_forward(x, h0, params, *, reverse=False, mask=None):
                 if skip is not None:
                     xp.copyto(h_new, h_prev, where=skip[t])
 
-    row_blocks = blocks(xp, B, 3 * H)  # batch-row blocks run in parallel (see _parallel)
-    with single_threaded_blas(len(row_blocks) > 1):
+    with batch_blocks(xp, B, 3 * H) as row_blocks:  # batch-row blocks run in parallel (see _parallel)
         gates = input_projection(x, w_ih * scale, bias_x, parts=len(row_blocks))  # overwritten by (r, z, n)
         for_each_block(recur, row_blocks)
     if mask is None:
@@ -197,8 +196,7 @@ def gru_backward(dout, dh_n, cache):
             if valid is not None:
                 dh_r += dh_skip
 
-    row_blocks = blocks(xp, B, 3 * H)
-    with single_threaded_blas(len(row_blocks) > 1):
+    with batch_blocks(xp, B, 3 * H) as row_blocks:
         for_each_block(recur, row_blocks)
         grads = weight_gradients(dg_x, x, hbuf[before], dgates_hh=dg_h, has_bias=b_ih is not None,
                                  parts=len(row_blocks))

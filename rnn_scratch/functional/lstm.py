@@ -29,7 +29,7 @@ Fast path details (same mathematics):
       da_f = dc * [c_{t-1} f(1-f)]        da_g = dc * [i (1-g^2)]     dc += dh * [o (1-tanh(c_t)^2)]
 
   The backward loop computes the bracketed factors for a cache-sized run of steps at a time
-  (``time_chunks``), in a few passes over the whole run, and is then left with a handful of
+  (``backward_time_chunks``), in a few passes over the whole run, and is then left with a handful of
   multiplies and the GEMM per step: for short, narrow problems (tiny row: 20 steps, B=1) this
   turns ~17 ufunc calls per step into ~6;
 - batch rows are independent, so both time loops run on row blocks in parallel (``_parallel``).
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from ..backend import array_module
 from ._common import (
+    backward_time_chunks,
     input_gradient,
     input_projection,
     quiet_overflow,
@@ -48,12 +49,11 @@ from ._common import (
     state_slots,
     tanh_,
     tanh_from_sigmoid_,
-    time_chunks,
     time_order,
     unpack,
     weight_gradients,
 )
-from ._parallel import blocks, for_each_block, single_threaded_blas
+from ._parallel import batch_blocks, for_each_block
 
 
 def lstm_step_forward(x_t, state, params):
@@ -141,8 +141,7 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
                     xp.copyto(h_new, h_prev, where=skip[t])
                     xp.copyto(c_new, c_prev, where=skip[t])
 
-    row_blocks = blocks(xp, B, 4 * H)  # batch-row blocks run in parallel (see _parallel)
-    with single_threaded_blas(len(row_blocks) > 1):
+    with batch_blocks(xp, B, 4 * H) as row_blocks:  # batch-row blocks run in parallel (see _parallel)
         gates = input_projection(x, w_ih_s, bias_s, parts=len(row_blocks))  # overwritten by (o, i, f, g)
         for_each_block(recur, row_blocks)
     if mask is None:
@@ -201,7 +200,7 @@ def lstm_backward(dout, dstate_n, cache):
         dh_r, dc_r = dh[rows], dc[rows]
         b = dh_r.shape[0]
         tmp, dh_skip, dc_skip = (xp.empty((b, H), dtype=x.dtype) for _ in range(3))
-        for steps in time_chunks(T, reverse, b * 5 * H, backward=True):
+        for steps in backward_time_chunks(T, reverse, b * 5 * H):
             factors(span(steps), rows)
             for t in steps:
                 if dout_all is not None:
@@ -223,8 +222,7 @@ def lstm_backward(dout, dstate_n, cache):
                     dh_r += dh_skip
                     dc_r += dc_skip
 
-    row_blocks = blocks(xp, B, 4 * H)
-    with single_threaded_blas(len(row_blocks) > 1):
+    with batch_blocks(xp, B, 4 * H) as row_blocks:
         for_each_block(recur, row_blocks)
         grads = weight_gradients(dgates, x, hbuf[before], has_bias=b_ih is not None, parts=len(row_blocks))
         dx = input_gradient(dgates, w_ih[perm], parts=len(row_blocks))
