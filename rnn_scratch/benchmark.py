@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from . import backend as be
+from .functional import canonical_cell_name, get_cell
 from .progress import progress
 
 GRID = {  # name: (T, B, I, H)
@@ -31,11 +32,20 @@ GRID = {  # name: (T, B, I, H)
 }
 SWEEP_H = (64, 128, 256, 512, 1024, 2048)  # at T=100, B=64, I=H
 CELLS = ("rnn_tanh", "lstm", "gru")
-GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3}
+
+
+def torch_layer(cell, input_size, hidden_size, **kwargs):
+    """The torch.nn module for one of our cell names (torch's mode names, lower case)."""
+    import torch
+
+    name = canonical_cell_name(cell)
+    if name.startswith("rnn_"):
+        return torch.nn.RNN(input_size, hidden_size, nonlinearity=name[len("rnn_"):], **kwargs)
+    return {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[name](input_size, hidden_size, **kwargs)
 
 
 def flops(cell, T, B, I, H, backward=False):
-    fwd = 2.0 * T * B * GATES[cell] * H * (I + H)
+    fwd = 2.0 * T * B * get_cell(cell).num_gates * H * (I + H)
     return fwd * (3 if backward else 1)
 
 
@@ -74,10 +84,9 @@ def interleaved_median_times(fns, repeat, warmup, min_time=0.0, block=2):
 
 
 def _ours(cell, T, B, I, H, backend, dtype):
-    from .layers import GRU, LSTM, RNN
+    from .layers import make_layer
 
-    cls = {"lstm": LSTM, "gru": GRU}.get(cell, RNN)
-    layer = cls(I, H, dtype=dtype, backend=backend, seed=0, check_finite=False)
+    layer = make_layer(cell, I, H, dtype=dtype, backend=backend, seed=0, check_finite=False)
     layer.eval()
     rng = np.random.default_rng(0)
     x = be.to_backend(rng.standard_normal((T, B, I)).astype(dtype), backend)
@@ -97,8 +106,7 @@ def _torch(cell, T, B, I, H, device, dtype):
     import torch
 
     tdtype = getattr(torch, dtype)
-    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(cell, torch.nn.RNN)
-    module = cls(I, H).to(device=device, dtype=tdtype)
+    module = torch_layer(cell, I, H).to(device=device, dtype=tdtype)
     x = torch.randn(T, B, I, device=device, dtype=tdtype)
     xg = x.clone().requires_grad_(True)
     dout = torch.randn(T, B, H, device=device, dtype=tdtype)

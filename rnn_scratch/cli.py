@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .functional.sequence import CELL_CHOICES
+
 COMMANDS = {}
 
 
@@ -27,7 +29,7 @@ def _common(parser, dtype="float32"):
 
 
 def _layer_args(parser):
-    parser.add_argument("--cell", choices=["rnn", "rnn_relu", "lstm", "gru"], default="lstm")
+    parser.add_argument("--cell", choices=CELL_CHOICES, default="lstm")
     parser.add_argument("--input-size", type=int, default=3)
     parser.add_argument("--hidden", type=int, default=4)
     parser.add_argument("--layers", type=int, default=1)
@@ -40,15 +42,11 @@ def _layer_args(parser):
 
 
 def _build_layer(args, dtype):
-    from . import layers
+    from .layers import make_layer
 
-    kw = dict(num_layers=args.layers, bidirectional=args.bidirectional, batch_first=args.batch_first,
-              bias=not args.no_bias, dtype=dtype, backend=args.backend, seed=args.seed)
-    if args.cell == "lstm":
-        return layers.LSTM(args.input_size, args.hidden, **kw)
-    if args.cell == "gru":
-        return layers.GRU(args.input_size, args.hidden, **kw)
-    return layers.RNN(args.input_size, args.hidden, nonlinearity="relu" if args.cell == "rnn_relu" else "tanh", **kw)
+    return make_layer(args.cell, args.input_size, args.hidden, num_layers=args.layers,
+                      bidirectional=args.bidirectional, batch_first=args.batch_first, bias=not args.no_bias,
+                      dtype=dtype, backend=args.backend, seed=args.seed)
 
 
 @command("demo", "run each layer forward and backward and print the finite-difference check (default)")
@@ -89,11 +87,10 @@ def cmd_gradcheck(args):
                                                                                    args.input_size)
     x = to_backend(rng.standard_normal(shape), layer.backend)
     lengths = None if args.lengths is None else np.array(args.lengths)
-    n = 2 if args.cell == "lstm" else 1
-    sshape = (args.layers * (2 if args.bidirectional else 1), args.batch, args.hidden)
-    states = tuple(to_backend(0.5 * rng.standard_normal(sshape), layer.backend) for _ in range(n))
+    sshape = (args.layers * layer.num_directions, args.batch, args.hidden)
+    states = tuple(to_backend(0.5 * rng.standard_normal(sshape), layer.backend) for _ in layer.cell.state_names)
     print(repr(layer))
-    report = check_layer(layer, x, states if n == 2 else states[0], lengths, seed=args.seed)
+    report = check_layer(layer, x, layer.from_states(states), lengths, seed=args.seed)
     print(report)
     return 0 if report.passed else 1
 
@@ -109,7 +106,7 @@ SINE_PRESETS = {
 def _sine_arguments(p):
     p.add_argument("--preset", choices=sorted(SINE_PRESETS), default="default",
                    help="seed: the reference setup exactly; default: trains to forecast MSE < 1e-3")
-    p.add_argument("--cell", choices=["rnn", "rnn_relu", "lstm", "gru"], help="override the preset's cell")
+    p.add_argument("--cell", choices=CELL_CHOICES, help="override the preset's cell")
     p.add_argument("--hidden", type=int, help="override the preset's hidden size")
     p.add_argument("--epochs", type=int, help="override the preset's epochs")
     p.add_argument("--lr", type=float, help="override the preset's Adam learning rate")
@@ -163,7 +160,7 @@ cmd_sine.add_arguments = _sine_arguments
 
 def _char_arguments(p):
     p.add_argument("--text", default=None, help="text file (default: the Shakespeare sonnets shipped in the package)")
-    p.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
+    p.add_argument("--cell", choices=CELL_CHOICES, default="lstm")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--seq-len", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=32)

@@ -129,40 +129,31 @@ def check_layer(layer, x, state=None, lengths=None, *, eps=1e-6, tol=1e-6, floor
     if layer.dtype != np.float64:
         raise TypeError(f"layer must be float64 for finite differences, got {layer.dtype}")
     xp = layer.xp
-    is_lstm = layer.cell.num_states == 2
-    T_axis, B_axis = (1, 0) if layer.batch_first else (0, 1)
-    B = x.shape[B_axis]
+    B = x.shape[0 if layer.batch_first else 1]
     shape = (layer.num_layers * layer.num_directions, B, layer.hidden_size)
-    names = ("h0", "c0") if is_lstm else ("h0",)
-    if state is None:
-        state = (None,) * len(names)
-    elif not is_lstm:
-        state = (state,)
-    states = [xp.zeros(shape) if s is None else s.copy() for s in state]
+    names = tuple(f"{s}0" for s in layer.cell.state_names)
+    states = layer.to_states(state) or (None,) * len(names)
+    states = [xp.zeros(shape) if s is None else s.copy() for s in states]
     x = x.copy()
 
     def run():
-        st = tuple(states) if is_lstm else states[0]
-        return layer(x, st, lengths, dropout_masks=dropout_masks)
+        return layer.forward_states(x, tuple(states), lengths, dropout_masks=dropout_masks)
 
     out, finals = run()
     if dropout_masks is None:
         dropout_masks = layer.last_dropout_masks
-    finals = finals if is_lstm else (finals,)
     rng = np.random.default_rng(seed)
     r_out = xp.asarray(rng.standard_normal(out.shape))
     r_fin = [xp.asarray(rng.standard_normal(f.shape)) for f in finals]
 
     def loss():
         o, f = run()
-        f = f if is_lstm else (f,)
         return float((r_out * o).sum() + sum((r * v).sum() for r, v in zip(r_fin, f)))
 
     layer.zero_grad()  # the first run() above left the forward cache backward needs
-    dx, dstate = layer.backward(r_out, tuple(r_fin) if is_lstm else r_fin[0])
-    dstate = dstate if is_lstm else (dstate,)
+    dx, dstates = layer.backward_states(r_out, tuple(r_fin))
     arrays = {"x": x, **dict(zip(names, states))}
-    analytic = {"x": dx, **dict(zip(names, dstate))}
+    analytic = {"x": dx, **dict(zip(names, dstates))}
     if params:
         arrays.update(layer.params)
         analytic.update(layer.grads)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import backend as be
-from .functional.sequence import get_cell, sequence_backward, sequence_forward
+from .functional import PARAM_NAMES, canonical_cell_name, get_cell, param_name
 from .validation import as_float_dtype, check_array, check_lengths, check_positive_int
 
 
@@ -111,14 +111,18 @@ class RNNBase(Module):
     ``weight_ih_l{k}{s}`` (G*H, in_k), ``weight_hh_l{k}{s}`` (G*H, H), ``bias_ih_l{k}{s}``,
     ``bias_hh_l{k}{s}`` (G*H,), with G = 1 (RNN), 4 (LSTM, gates i f g o), 3 (GRU, gates r z n),
     in_0 = input_size and in_k = H * num_directions above. All start U(-1/sqrt(H), 1/sqrt(H)).
+
+    Inside, a state is always a tuple, ``(h,)`` or ``(h, c)`` (the functional core's convention):
+    :meth:`forward_states` / :meth:`backward_states` take and give tuples, and the torch-shaped
+    ``forward`` / ``backward`` of the subclasses translate with :meth:`to_states` / :meth:`from_states`.
     """
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype="float32", backend=None, seed=None,
                  check_finite=True):
         super().__init__(dtype=dtype, backend=backend)
-        self.mode = mode
         self.cell = get_cell(mode)
+        self.mode = self.cell.name
         self.input_size = check_positive_int(input_size, "input_size")
         self.hidden_size = check_positive_int(hidden_size, "hidden_size")
         self.num_layers = check_positive_int(num_layers, "num_layers")
@@ -135,22 +139,18 @@ class RNNBase(Module):
         bound = 1.0 / math.sqrt(H)
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else H * self.num_directions
-            for suffix in self._suffixes():
+            for direction in range(self.num_directions):
                 shapes = {"weight_ih": (G * H, in_size), "weight_hh": (G * H, H)}
                 if self.bias:
                     shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
                 for kind, shape in shapes.items():
-                    self.add_param(f"{kind}_l{layer}{suffix}", self._rng.uniform(-bound, bound, shape))
+                    self.add_param(param_name(kind, layer, direction == 1), self._rng.uniform(-bound, bound, shape))
         self._cache = None
         self.last_dropout_masks = None
 
-    def _suffixes(self):
-        return ("", "_reverse")[: self.num_directions]
-
     def _layer_params(self, layer, direction):
-        suffix = self._suffixes()[direction]
-        return {kind: self.params.get(f"{kind}_l{layer}{suffix}")
-                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        """{kind: parameter or None} of one layer and direction, the functional core's ``params``."""
+        return {kind: self.params.get(param_name(kind, layer, direction == 1)) for kind in PARAM_NAMES}
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
@@ -163,6 +163,26 @@ class RNNBase(Module):
 
     def __repr__(self):
         return f"{type(self).__name__}({self.extra_repr()})"
+
+    # -- the state: a tuple inside, torch's form outside -----------------------------------------
+    def to_states(self, state, gradient=False):
+        """torch's form (h, or (h, c) for the LSTM; None) -> the tuple form (None stays None).
+
+        ``gradient``: the state is a gradient (dh_n, dc_n), which only changes the error message."""
+        if state is None:
+            return None
+        if self.cell.num_states == 1:
+            return (state,)
+        if not isinstance(state, (tuple, list)) or len(state) != self.cell.num_states:
+            names = ", ".join(f"d{s}_n" if gradient else f"{s}0" for s in self.cell.state_names)
+            got = type(state).__name__ + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
+            raise TypeError(f"{'state gradient' if gradient else 'state'} for {type(self).__name__} must be a tuple "
+                            f"({names}) or None, got {got}")
+        return tuple(state)
+
+    def from_states(self, states):
+        """The tuple form -> torch's form (h alone, or (h, c) for the LSTM)."""
+        return states[0] if self.cell.num_states == 1 else tuple(states)
 
     # -- argument checks ---------------------------------------------------------------------
     def _check_x(self, x):
@@ -182,31 +202,33 @@ class RNNBase(Module):
         return check_array(state, name, backend=self.backend, dtype=self.dtype, shape=shape, shape_doc=doc,
                            finite=self.check_finite)
 
-    def _split_state(self, hx, batch, names):
-        """hx (None, an array, or a tuple with None parts) -> tuple of arrays per state."""
+    def _checked_states(self, states, names, batch, fill_zeros):
+        """A tuple of ``num_states`` parts from ``states`` (None, or a tuple whose missing trailing or None
+        parts mean zeros), each checked; the None parts become zeros when ``fill_zeros``."""
         n = self.cell.num_states
-        if hx is None:
-            hx = (None,) * n
-        elif n == 1:
-            hx = (hx,)
-        elif not isinstance(hx, (tuple, list)) or len(hx) != n:
-            raise TypeError(f"state for {type(self).__name__} must be a tuple ({', '.join(names)}) or None, "
-                            f"got {type(hx).__name__}")
+        states = tuple(states or ())
+        if len(states) > n:
+            raise TypeError(f"{type(self).__name__} has {n} state part(s) {names}, got {len(states)}")
+        states += (None,) * (n - len(states))
         out = []
-        for value, name in zip(hx, names):
-            if value is None:
-                value = self.xp.zeros(self._state_shape(batch), dtype=self.dtype)
-            else:
+        for value, name in zip(states, names):
+            if value is not None:
                 self._check_state(value, name, batch)
+            elif fill_zeros:
+                value = self.xp.zeros(self._state_shape(batch), dtype=self.dtype)
             out.append(value)
         return tuple(out)
 
     # -- forward / backward --------------------------------------------------------------------
-    def _forward(self, x, hx, lengths, dropout_masks, state_names):
+    def forward_states(self, x, states=None, lengths=None, *, dropout_masks=None):
+        """Forward with the state as a tuple ((h0,) or (h0, c0); None, or None parts, for zeros).
+
+        Returns (out, final state tuple), each part (num_layers * num_directions, batch, hidden_size).
+        """
         self._check_x(x)
         xt = self.xp.ascontiguousarray(x.transpose(1, 0, 2)) if self.batch_first else x
         T, B, _ = xt.shape
-        states = self._split_state(hx, B, state_names)
+        states = self._checked_states(states, tuple(f"{s}0" for s in self.cell.state_names), B, fill_zeros=True)
         mask = None
         if lengths is not None:
             lengths = check_lengths(lengths, batch=B, seq_len=T)
@@ -221,9 +243,8 @@ class RNNBase(Module):
             outs, layer_caches = [], []
             for d in range(D):
                 idx = layer * D + d
-                out, final, cache = sequence_forward(
-                    self.mode, layer_in, tuple(s[idx] for s in states), self._layer_params(layer, d),
-                    reverse=d == 1, mask=mask)
+                out, final, cache = self.cell.forward(layer_in, tuple(s[idx] for s in states),
+                                                      self._layer_params(layer, d), reverse=d == 1, mask=mask)
                 outs.append(out)
                 layer_caches.append(cache)
                 for k, f in enumerate(final):
@@ -249,7 +270,12 @@ class RNNBase(Module):
         return [be.to_backend(((self._rng.random(shape) < keep) / keep).astype(self.dtype), self.backend)
                 for _ in range(self.num_layers - 1)]
 
-    def _backward(self, dout, dstates, state_names):
+    def backward_states(self, dout, dstates=None):
+        """Backward of the last :meth:`forward_states` call, the state gradient as a tuple
+        ((dh_n,) or (dh_n, dc_n); None, missing or None parts for zeros).
+
+        Returns (dx, initial-state gradient tuple); parameter gradients accumulate into ``grads``.
+        """
         if self._cache is None:
             raise ValueError(f"{type(self).__name__}.backward() called before forward(): there is no cached "
                              "forward pass to differentiate")
@@ -260,14 +286,9 @@ class RNNBase(Module):
             check_array(dout, "dout", backend=self.backend, dtype=self.dtype, shape=out_shape)
             if self.batch_first:
                 dout = self.xp.ascontiguousarray(dout.transpose(1, 0, 2))
-        n = self.cell.num_states
-        if dstates is None:
-            dstates = (None,) * n
-        elif n == 1:
-            dstates = (dstates,)
-        dstates = tuple(None if d is None else self._check_state(d, name, B)
-                        for d, name in zip(dstates, state_names))
-        d_init = [[None] * (self.num_layers * D) for _ in range(n)]
+        dstates = self._checked_states(dstates, tuple(f"d{s}_n" for s in self.cell.state_names), B,
+                                       fill_zeros=False)
+        d_init = [[None] * (self.num_layers * D) for _ in dstates]
         masks = self._cache["masks"]
         dcur = dout
         for layer in reversed(range(self.num_layers)):
@@ -276,11 +297,10 @@ class RNNBase(Module):
                 idx = layer * D + d
                 dout_d = None if dcur is None else dcur[:, :, d * H:(d + 1) * H]
                 dstate_n = None if all(s is None for s in dstates) else tuple(
-                    None if s is None else s[idx] for s in dstates)
-                dx, d0, dparams = sequence_backward(self.mode, dout_d, dstate_n, self._cache["caches"][layer][d])
-                suffix = self._suffixes()[d]
+                    self.xp.zeros((B, H), dtype=self.dtype) if s is None else s[idx] for s in dstates)
+                dx, d0, dparams = self.cell.backward(dout_d, dstate_n, self._cache["caches"][layer][d])
                 for kind, g in dparams.items():
-                    self.grads[f"{kind}_l{layer}{suffix}"] += g
+                    self.grads[param_name(kind, layer, d == 1)] += g
                 for k, g in enumerate(d0):
                     d_init[k][idx] = g
                 dx_sum = dx if dx_sum is None else dx_sum + dx
@@ -289,6 +309,26 @@ class RNNBase(Module):
             dcur = dx_sum
         dx = self.xp.ascontiguousarray(dcur.transpose(1, 0, 2)) if self.batch_first else dcur
         return dx, tuple(self.xp.stack(g) for g in d_init)
+
+    def forward(self, x, h0=None, lengths=None, *, hx=None, dropout_masks=None):
+        """``out, h_n = layer(x, h0)`` (RNN, GRU; the LSTM takes and gives (h, c)), as torch; ``hx`` is
+        torch's name for ``h0``."""
+        states = self.to_states(_one_of("h0", h0, "hx", hx))
+        out, states = self.forward_states(x, states, lengths, dropout_masks=dropout_masks)
+        return out, self.from_states(states)
+
+    def backward(self, dout, dh_n=None):
+        """``dx, dh0 = layer.backward(dout, dh_n)`` (RNN, GRU; the LSTM takes and gives (dh, dc)): gradients
+        w.r.t. the last call's inputs; parameter gradients accumulate into ``grads``."""
+        dx, dstates = self.backward_states(dout, self.to_states(dh_n, gradient=True))
+        return dx, self.from_states(dstates)
+
+
+def _one_of(name, value, alias_name, alias):
+    """The value given under either of two keyword names (torch's ``hx`` beside ours)."""
+    if alias is not None and value is not None:
+        raise TypeError(f"give the initial state as {name} or as {alias_name}, not both")
+    return value if alias is None else alias
 
 
 class RNN(RNNBase):
@@ -309,44 +349,46 @@ class RNN(RNNBase):
         s = super().extra_repr()
         return s if self.nonlinearity == "tanh" else s + ", nonlinearity='relu'"
 
-    def forward(self, x, h0=None, lengths=None, *, dropout_masks=None):
-        out, (h_n,) = self._forward(x, h0, lengths, dropout_masks, ("h0",))
-        return out, h_n
 
-    def backward(self, dout, dh_n=None):
-        dx, (dh0,) = self._backward(dout, dh_n, ("dh_n",))
-        return dx, dh0
+class GRU(RNNBase):
+    """Gated recurrent unit, ``torch.nn.GRU``-shaped (gates r, z, n).
 
+    ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True)``;
+    ``out, h_n = gru(x, h0=None, lengths=None)``;  ``dx, dh0 = gru.backward(dout, dh_n=None)``.
+    """
 
-class GRU(RNN):
-    """Gated recurrent unit, ``torch.nn.GRU``-shaped (gates r, z, n)."""
-
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True):
-        self.nonlinearity = "tanh"
-        RNNBase.__init__(self, "gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, backend, seed, check_finite)
+    def __init__(self, input_size, hidden_size, *args, **kwargs):
+        super().__init__("gru", input_size, hidden_size, *args, **kwargs)
 
 
 class LSTM(RNNBase):
     """Long short-term memory, ``torch.nn.LSTM``-shaped (gates i, f, g, o).
 
+    ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True)``;
     ``out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)``;
     ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n)=None)``; any part may be None (zeros).
     """
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True):
-        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         dtype, backend, seed, check_finite)
+    def __init__(self, input_size, hidden_size, *args, **kwargs):
+        super().__init__("lstm", input_size, hidden_size, *args, **kwargs)
 
-    def forward(self, x, state=None, lengths=None, *, dropout_masks=None):
-        out, (h_n, c_n) = self._forward(x, state, lengths, dropout_masks, ("h0", "c0"))
-        return out, (h_n, c_n)
+    def forward(self, x, state=None, lengths=None, *, hx=None, dropout_masks=None):
+        """``out, (h_n, c_n) = lstm(x, (h0, c0))``; ``hx`` is torch's name for ``state``."""
+        return super().forward(x, _one_of("state", state, "hx", hx), lengths, dropout_masks=dropout_masks)
 
     def backward(self, dout, dstate=None):
-        dx, (dh0, dc0) = self._backward(dout, dstate, ("dh_n", "dc_n"))
-        return dx, (dh0, dc0)
+        """``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n))``; any part may be None (zeros)."""
+        return super().backward(dout, dstate)
+
+
+def make_layer(cell, input_size, hidden_size, **kwargs):
+    """The layer for a cell name (``functional.CELL_CHOICES``: rnn_tanh (alias rnn), rnn_relu, lstm, gru)."""
+    name = canonical_cell_name(cell)
+    if name.startswith("rnn_"):
+        return RNN(input_size, hidden_size, nonlinearity=name[len("rnn_"):], **kwargs)
+    return {"lstm": LSTM, "gru": GRU}[name](input_size, hidden_size, **kwargs)
 
 
 class Linear(Module):

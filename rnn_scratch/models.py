@@ -1,6 +1,8 @@
 """The RNN types, each a :class:`~rnn_scratch.layers.Module` with ``forward`` and a hand-written ``backward``.
 
-All models take batch-first inputs. ``cell`` is ``"rnn"`` (tanh), ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
+All models take batch-first inputs. ``cell`` is a cell name (``functional.CELL_CHOICES``: ``"rnn_tanh"``,
+alias ``"rnn"``, ``"rnn_relu"``, ``"lstm"``, ``"gru"``). States are tuples, ``(h,)`` or ``(h, c)``, as
+everywhere inside the package (the layers' ``forward_states`` / ``backward_states``).
 
 | model                      | shape of the mapping                       | backward path                          |
 | -------------------------- | ------------------------------------------ | -------------------------------------- |
@@ -16,33 +18,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import GRU, LSTM, RNN, Embedding, Linear, Module
+from .functional import CELL_CHOICES
+from .layers import Embedding, Linear, Module, make_layer
 
-CELL_NAMES = ("rnn", "rnn_relu", "lstm", "gru")
+CELL_NAMES = CELL_CHOICES
 
 
 def make_recurrent(cell, input_size, hidden_size, **kw):
-    """rs.RNN / LSTM / GRU for a cell name; models use batch_first=True."""
+    """The recurrent layer for a cell name (:func:`rnn_scratch.layers.make_layer`); models use batch_first=True."""
     kw.setdefault("batch_first", True)
-    if cell in ("rnn", "rnn_tanh"):
-        return RNN(input_size, hidden_size, nonlinearity="tanh", **kw)
-    if cell == "rnn_relu":
-        return RNN(input_size, hidden_size, nonlinearity="relu", **kw)
-    if cell == "lstm":
-        return LSTM(input_size, hidden_size, **kw)
-    if cell == "gru":
-        return GRU(input_size, hidden_size, **kw)
-    raise ValueError(f"cell must be one of {CELL_NAMES}, got {cell!r}")
-
-
-def hidden_of(layer, state):
-    """h_n from a layer's returned state (the LSTM returns (h_n, c_n))."""
-    return state[0] if isinstance(layer, LSTM) else state
-
-
-def state_grad(layer, dh_n, dc_n=None):
-    """The state-gradient argument of ``layer.backward`` for a gradient on h_n (and c_n)."""
-    return (dh_n, dc_n) if isinstance(layer, LSTM) else dh_n
+    return make_layer(cell, input_size, hidden_size, **kw)
 
 
 def top_features(layer, h_n):
@@ -52,11 +37,11 @@ def top_features(layer, h_n):
 
 
 def top_features_grad(layer, dfeat, h_shape):
-    """Backward of :func:`top_features`: the state-gradient argument of ``layer.backward``."""
+    """Backward of :func:`top_features`: the state-gradient tuple for ``layer.backward_states``."""
     D, H = layer.num_directions, layer.hidden_size
     dh_n = layer.xp.zeros(h_shape, dtype=dfeat.dtype)
     dh_n[-D:] = dfeat.reshape(-1, D, H).transpose(1, 0, 2)
-    return state_grad(layer, dh_n)
+    return (dh_n,)
 
 
 def _common(kw):
@@ -78,13 +63,12 @@ class ManyToOneRegressor(Module):
                                                   seed=int(rng.integers(2**31)), **_common(kw)))
 
     def forward(self, x, lengths=None):
-        _, state = self.rnn(x, lengths=lengths)
-        h_n = hidden_of(self.rnn, state)
+        _, (h_n, *_) = self.rnn.forward_states(x, lengths=lengths)
         self._h_shape = h_n.shape
         return self.head(top_features(self.rnn, h_n))
 
     def backward(self, dy):
-        dx, _ = self.rnn.backward(None, top_features_grad(self.rnn, self.head.backward(dy), self._h_shape))
+        dx, _ = self.rnn.backward_states(None, top_features_grad(self.rnn, self.head.backward(dy), self._h_shape))
         return dx
 
 
@@ -132,21 +116,21 @@ class OneToManyGenerator(Module):
                                                   **_common(kw)))
 
     def _state(self, v):
+        """(h0,): the initial hidden state; an LSTM's c0 is zero."""
         self._h0 = self.xp.tanh(self.init(v))[None]
-        return (self._h0, None) if isinstance(self.rnn, LSTM) else self._h0
+        return (self._h0,)
 
     def forward(self, v, targets):
         """Teacher-forced: targets (B, T, output_size); returns predictions of the same shape."""
         x = self.xp.zeros_like(targets)
         if self.feedback:
             x[:, 1:] = targets[:, :-1]
-        out, _ = self.rnn(x, self._state(v))
+        out, _ = self.rnn.forward_states(x, self._state(v))
         return self.head(out)
 
     def backward(self, dy):
-        _, dstate = self.rnn.backward(self.head.backward(dy))
-        dh0 = hidden_of(self.rnn, dstate)[0]
-        self.init.backward(dh0 * (1 - self._h0[0] ** 2))
+        _, (dh0, *_) = self.rnn.backward_states(self.head.backward(dy))
+        self.init.backward(dh0[0] * (1 - self._h0[0] ** 2))
 
     def generate(self, v, steps):
         """Free-running: each step's prediction is the next step's input. Returns (B, steps, output_size)."""
@@ -154,7 +138,7 @@ class OneToManyGenerator(Module):
         x = self.xp.zeros((v.shape[0], 1, self.output_size), dtype=self.dtype)
         outs = []
         for _ in range(steps):
-            out, state = self.rnn(x, state)
+            out, state = self.rnn.forward_states(x, state)
             y = self.head(out)
             outs.append(y)
             if self.feedback:
@@ -186,19 +170,20 @@ class EncoderDecoder(Module):
         self.head = self.add_child("head", Linear(hidden_size, tgt_vocab, seed=s(), **_common(kw)))
 
     def encode(self, src, src_lengths=None):
-        _, state = self.encoder(self.src_embed(src), lengths=src_lengths)
+        """The encoder's final state tuple."""
+        _, state = self.encoder.forward_states(self.src_embed(src), lengths=src_lengths)
         return state
 
     def forward(self, src, tgt_in, src_lengths=None):
         """src (B, S) ints, tgt_in (B, T) ints (bos + target[:-1]) -> logits (B, T, tgt_vocab)."""
         state = self.encode(src, src_lengths)
-        out, _ = self.decoder(self.tgt_embed(tgt_in), state)
+        out, _ = self.decoder.forward_states(self.tgt_embed(tgt_in), state)
         return self.head(out)
 
     def backward(self, dlogits):
-        dx_dec, dstate0 = self.decoder.backward(self.head.backward(dlogits))
+        dx_dec, dstate0 = self.decoder.backward_states(self.head.backward(dlogits))
         self.tgt_embed.backward(dx_dec)
-        dx_enc, _ = self.encoder.backward(None, dstate0)  # the decoder's initial state was the encoder's final
+        dx_enc, _ = self.encoder.backward_states(None, dstate0)  # the decoder's initial state was the encoder's final
         self.src_embed.backward(dx_enc)
 
     def greedy_decode(self, src, bos, steps, src_lengths=None):
@@ -206,7 +191,7 @@ class EncoderDecoder(Module):
         token = self.xp.full((src.shape[0], 1), bos, dtype=src.dtype)
         outs = []
         for _ in range(steps):
-            out, state = self.decoder(self.tgt_embed(token), state)
+            out, state = self.decoder.forward_states(self.tgt_embed(token), state)
             token = self.head(out).argmax(axis=-1).astype(src.dtype)
             outs.append(token)
         return self.xp.concatenate(outs, axis=1)
@@ -239,12 +224,12 @@ class CharLM(Module):
                                                   **_common(kw)))
 
     def forward(self, idx, state=None):
-        """idx (B, T) ints -> (logits (B, T, vocab), final state)."""
-        out, state = self.rnn(self.embed(idx), state)
+        """idx (B, T) ints, state None or a tuple -> (logits (B, T, vocab), final state tuple)."""
+        out, state = self.rnn.forward_states(self.embed(idx), state)
         return self.head(out), state
 
     def backward(self, dlogits):
-        dx, _ = self.rnn.backward(self.head.backward(dlogits))
+        dx, _ = self.rnn.backward_states(self.head.backward(dlogits))
         self.embed.backward(dx)
 
     def sample(self, prefix, length, temperature=1.0, rng=None):

@@ -19,12 +19,12 @@ def test_step_contributions_sum_to_full_gradient(data):
     cfg = data.draw(layer_configs(hidden_size=st.integers(1, 4)))
     inp = data.draw(layer_inputs(cfg, with_lengths=False))
     layer = cfg.build(dtype="float64", seed=0)
-    out, finals = layer(inp.x, inp.state)
+    out, finals = layer.forward_states(inp.x, inp.states)
     rng = np.random.default_rng(inp.seed)
     dout = rng.standard_normal(out.shape)
-    dfinal = tuple(rng.standard_normal(f.shape) for f in finals) if cfg.is_lstm else rng.standard_normal(finals.shape)
-    dx, _ = layer.backward(dout, dfinal)
-    trace = trace_gradients(layer, inp.x, inp.state, dout, dfinal)
+    dfinal = tuple(rng.standard_normal(f.shape) for f in finals)
+    dx, _ = layer.backward_states(dout, dfinal)
+    trace = trace_gradients(layer, inp.x, inp.state, dout, layer.from_states(dfinal))
     for name, grad in layer.grads.items():
         kind, suffix = name.split("_l")
         l, d = int(suffix[0]), int(suffix.endswith("reverse"))
@@ -41,8 +41,8 @@ def test_jacobian_products_match_finite_differences(cls):
     x = rng.standard_normal((6, 1, 2))
     jac = step_jacobians(layer, x)
     prods = jacobian_products(jac)
-    n = 2 if cls is rs.LSTM else 1
-    params = {k[:-3]: v for k, v in layer.params.items()}
+    n = layer.cell.num_states
+    params = layer._layer_params(0, 0)
     H, eps = 3, 1e-6
 
     def final_state(t0, s0):

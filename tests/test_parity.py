@@ -35,24 +35,19 @@ def _draw(data, combo, dtype, small=False):
 
 
 def _on(backend, inp):
-    state = inp.state
-    if state is not None:
-        state = tuple(to_backend(s, backend) for s in state) if isinstance(state, tuple) else to_backend(state, backend)
-    return to_backend(inp.x, backend), state
+    """x and the initial state tuple (or None) on ``backend``."""
+    states = None if inp.states is None else tuple(to_backend(s, backend) for s in inp.states)
+    return to_backend(inp.x, backend), states
 
 
 def _compare(cfg, inp, dtype, backend):
     layer = cfg.build(dtype=dtype, backend=backend, seed=inp.seed % 1000)
-    x, state = _on(backend, inp)
-    out, finals = layer(x, state, inp.lengths)
-    finals = finals if cfg.is_lstm else (finals,)
+    x, states = _on(backend, inp)
+    out, finals = layer.forward_states(x, states, inp.lengths)
     rng = np.random.default_rng(inp.seed)
     dout = rng.standard_normal(out.shape).astype(dtype)
     dfinals = tuple(rng.standard_normal(f.shape).astype(dtype) for f in finals)
-    dx, dstate0 = layer.backward(to_backend(dout, backend),
-                                 tuple(to_backend(d, backend) for d in dfinals) if cfg.is_lstm
-                                 else to_backend(dfinals[0], backend))
-    dstate0 = dstate0 if cfg.is_lstm else (dstate0,)
+    dx, dstate0 = layer.backward_states(to_backend(dout, backend), tuple(to_backend(d, backend) for d in dfinals))
     ref = torch_reference(cfg, layer.state_dict(), inp, dout, dfinals, dtype,
                           device=DEVICE if backend == "cupy" else "cpu")
     floor = FLOOR[dtype]
@@ -83,11 +78,11 @@ def test_matches_torch(combo, data, backend):
 def test_finite_differences(combo, data, backend):
     cfg, inp = _draw(data, combo, "float64", small=True)
     layer = cfg.build(dtype="float64", backend=backend, seed=1, check_finite=False)
-    x, state = _on(backend, inp)
+    x, states = _on(backend, inp)
     if cfg.cell == "rnn_relu":  # finite differences are meaningless across relu's kink at 0
-        layer(x, state, inp.lengths)
+        layer.forward_states(x, states, inp.lengths)
         assume(min_abs_preactivation(layer) > 1e-4)
-    report = check_layer(layer, x, state, inp.lengths, tol=1e-6)
+    report = check_layer(layer, x, None if states is None else layer.from_states(states), inp.lengths, tol=1e-6)
     assert report.passed, f"{cfg}\n{report}"
     assert {r.name for r in report.rows} >= set(layer.params) | {"x", "h0"}
 
@@ -96,12 +91,12 @@ def min_abs_preactivation(layer):
     """Smallest |W_ih x_t + b + W_hh h_{t-1}| over every step, layer and direction of the last forward."""
     smallest = np.inf
     for layer_caches in layer._cache["caches"]:
-        for x, hbuf, _, params, _, reverse, mask in layer_caches:
-            h_prev = hbuf[1:] if reverse else hbuf[:-1]
-            a = x @ params["weight_ih"].T + h_prev @ params["weight_hh"].T
+        for cache in layer_caches:  # RNNCache
+            params = cache.params
+            a = cache.x @ params["weight_ih"].T + cache.h_prev @ params["weight_hh"].T
             if params["bias_ih"] is not None:
                 a = a + params["bias_ih"] + params["bias_hh"]
-            if mask is not None:
-                a = np.where(mask, a, np.inf)
+            if cache.mask is not None:
+                a = np.where(cache.mask, a, np.inf)
             smallest = min(smallest, float(np.abs(a).min()))
     return smallest

@@ -25,12 +25,11 @@ def torch_reference(cfg, state_dict, inp, dout, dfinals, dtype, device="cpu"):
     x = t(inp.x)
     B, T = inp.batch, inp.seq_len
     shape = cfg.state_shape(B)
-    if inp.state is None:
-        states = [torch.zeros(shape, dtype=tdtype, device=device, requires_grad=True)
-                  for _ in range(2 if cfg.is_lstm else 1)]
+    if inp.states is None:
+        states = [torch.zeros(shape, dtype=tdtype, device=device, requires_grad=True) for _ in range(cfg.num_states)]
     else:
-        states = [t(s) for s in (inp.state if cfg.is_lstm else (inp.state,))]
-    hx = tuple(states) if cfg.is_lstm else states[0]
+        states = [t(s) for s in inp.states]
+    hx = tuple(states) if cfg.is_lstm else states[0]  # torch's form
     if inp.lengths is not None:
         packed = torch.nn.utils.rnn.pack_padded_sequence(
             x, torch.as_tensor(np.asarray(inp.lengths)), batch_first=cfg.batch_first, enforce_sorted=False)
@@ -38,7 +37,7 @@ def torch_reference(cfg, state_dict, inp, dout, dfinals, dtype, device="cpu"):
         out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=cfg.batch_first, total_length=T)
     else:
         out, finals = module(x, hx)
-    finals = finals if cfg.is_lstm else (finals,)
+    finals = finals if cfg.is_lstm else (finals,)  # torch's form -> a tuple
     loss = (out * torch.as_tensor(to_numpy(dout), device=device)).sum()
     for f, d in zip(finals, dfinals):
         loss = loss + (f * torch.as_tensor(to_numpy(d), device=device)).sum()

@@ -62,7 +62,7 @@ def heatmap_over_training(cell="rnn", epochs=20, window=50, hidden=32, seed=0):
         model.zero_grad()
         dh_n = np.zeros((1, len(probe), hidden))
         dh_n[0] = dtop
-        dstate = (dh_n, None) if cell == "lstm" else dh_n
+        dstate = model.rnn.from_states((dh_n,) + (None,) * (model.rnn.cell.num_states - 1))  # a loss on h_n only
         norms = trace_gradients(model.rnn, x[probe], dstate_n=dstate).hidden_grad_norms[(0, 0)]
         rows.append(norms[::-1] / norms[-1])
     return np.array(rows), losses

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import to_numpy
-from ..functional.sequence import get_cell, reference_backward, reference_forward
+from ..functional import param_name, reference_backward, reference_forward
 
 
 @dataclass
@@ -48,16 +48,13 @@ def trace_gradients(layer, x, state=None, dout=None, dstate_n=None) -> GradientT
     dout: gradient on the outputs (layer layout) or None; dstate_n: gradient on h_n (or (h_n, c_n)) or None.
     Returns a :class:`GradientTrace`; ``trace.grads`` equals what ``layer.backward`` accumulates.
     """
-    cell = get_cell(layer.mode)
+    cell = layer.cell
     xt = _time_major(layer, to_numpy(x))
     T, B, _ = xt.shape
     D, L, H = layer.num_directions, layer.num_layers, layer.hidden_size
-    n_states = cell.num_states
     shape = (L * D, B, H)
-    if state is None:
-        states = [np.zeros(shape, dtype=xt.dtype) for _ in range(n_states)]
-    else:
-        states = [to_numpy(s) for s in (state if n_states == 2 else (state,))]
+    states = layer.to_states(state) or (None,) * cell.num_states
+    states = [np.zeros(shape, dtype=xt.dtype) if s is None else to_numpy(s) for s in states]
 
     def pdict(l, d):
         return {k: None if v is None else to_numpy(v) for k, v in layer._layer_params(l, d).items()}
@@ -66,17 +63,14 @@ def trace_gradients(layer, x, state=None, dout=None, dstate_n=None) -> GradientT
     for l in range(L):
         outs = []
         for d in range(D):
-            out, _, cache = reference_forward(layer.mode, inp, tuple(s[l * D + d] for s in states), pdict(l, d),
+            out, _, cache = reference_forward(cell.name, inp, tuple(s[l * D + d] for s in states), pdict(l, d),
                                               reverse=d == 1)
             caches[(l, d)] = cache
             outs.append(out)
         inp = np.concatenate(outs, axis=2)
     dcur = np.zeros_like(inp) if dout is None else _time_major(layer, to_numpy(dout))
-    if dstate_n is None:
-        dfinal = [np.zeros(shape, dtype=xt.dtype) for _ in range(n_states)]
-    else:
-        parts = dstate_n if n_states == 2 else (dstate_n,)
-        dfinal = [np.zeros(shape, dtype=xt.dtype) if p is None else to_numpy(p) for p in parts]
+    parts = layer.to_states(dstate_n, gradient=True) or (None,) * cell.num_states
+    dfinal = [np.zeros(shape, dtype=xt.dtype) if p is None else to_numpy(p) for p in parts]
     trace = GradientTrace()
     for l in reversed(range(L)):
         dx_sum = None
@@ -89,13 +83,12 @@ def trace_gradients(layer, x, state=None, dout=None, dstate_n=None) -> GradientT
                 for k, v in dparams.items():
                     contrib.setdefault(k, np.zeros((T, *v.shape)))[t] = v
 
-            dx, _, _ = reference_backward(layer.mode, dcur[:, :, d * H:(d + 1) * H],
+            dx, _, _ = reference_backward(cell.name, dcur[:, :, d * H:(d + 1) * H],
                                           tuple(f[l * D + d] for f in dfinal), caches[(l, d)], on_step=record)
             trace.hidden_grad_norms[(l, d)] = norms
             trace.contributions[(l, d)] = contrib
-            sfx = ("", "_reverse")[d]
             for k, v in contrib.items():
-                trace.grads[f"{k}_l{l}{sfx}"] = v.sum(axis=0)
+                trace.grads[param_name(k, l, d == 1)] = v.sum(axis=0)
             dx_sum = dx if dx_sum is None else dx_sum + dx
         dcur = dx_sum
     trace.dx = np.ascontiguousarray(np.swapaxes(dcur, 0, 1)) if layer.batch_first else dcur
@@ -110,19 +103,16 @@ def step_jacobians(layer, x, state=None, batch_index=0):
     """
     if layer.num_layers != 1 or layer.bidirectional:
         raise ValueError("step_jacobians takes a single-layer, unidirectional layer")
-    cell = get_cell(layer.mode)
+    cell = layer.cell
     xt = _time_major(layer, to_numpy(x))[:, batch_index:batch_index + 1]
     T = xt.shape[0]
     H = layer.hidden_size
     n = cell.num_states
-    if state is None:
-        st = tuple(np.zeros((1, H), dtype=xt.dtype) for _ in range(n))
-    else:
-        st = tuple(to_numpy(s)[0, batch_index:batch_index + 1] for s in (state if n == 2 else (state,)))
-    params = {k[: -len("_l0")]: to_numpy(v) for k, v in layer.params.items()}
-    params.setdefault("bias_ih", None)
-    params.setdefault("bias_hh", None)
-    _, _, (caches, _, _, _) = reference_forward(layer.mode, xt, st, params)
+    states = layer.to_states(state) or (None,) * n
+    st = tuple(np.zeros((1, H), dtype=xt.dtype) if s is None else to_numpy(s)[0, batch_index:batch_index + 1]
+               for s in states)
+    params = {k: None if v is None else to_numpy(v) for k, v in layer._layer_params(0, 0).items()}
+    caches = reference_forward(cell.name, xt, st, params)[2].steps
     S = n * H
     jac = np.zeros((T, S, S))
     for t in range(T):

@@ -1,11 +1,37 @@
-"""Pure functional core: per-step forward/backward with explicit caches, and whole sequences."""
+"""Pure functional core: per-step forward/backward with named caches, and whole sequences.
 
-from .gru import gru_backward, gru_forward, gru_step_backward, gru_step_forward
-from .lstm import lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
-from .rnn import rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
+Every cell's state is a tuple, ``(h,)`` or ``(h, c)``; :data:`CELLS` maps each cell name to its
+:class:`Cell` record (gate count, state names, the four functions).
+"""
+
+from ._common import PARAM_NAMES, Cell, TimeSlots, param_name
+from .gru import GRU_CELL, GRUCache, GRUStepCache, gru_backward, gru_forward, gru_step_backward, gru_step_forward
+from .lstm import (
+    LSTM_CELL,
+    LSTMCache,
+    LSTMStepCache,
+    lstm_backward,
+    lstm_forward,
+    lstm_step_backward,
+    lstm_step_forward,
+)
+from .rnn import (
+    RNN_RELU_CELL,
+    RNN_TANH_CELL,
+    RNNCache,
+    RNNStepCache,
+    rnn_backward,
+    rnn_forward,
+    rnn_step_backward,
+    rnn_step_forward,
+)
 from .sequence import (
+    ALIASES,
+    CELL_CHOICES,
+    CELL_NAMES,
     CELLS,
-    Cell,
+    ReferenceCache,
+    canonical_cell_name,
     get_cell,
     reference_backward,
     reference_forward,
@@ -14,10 +40,12 @@ from .sequence import (
 )
 
 __all__ = [
-    "CELLS", "Cell", "get_cell",
-    "gru_backward", "gru_forward", "gru_step_backward", "gru_step_forward",
-    "lstm_backward", "lstm_forward", "lstm_step_backward", "lstm_step_forward",
-    "reference_backward", "reference_forward",
-    "rnn_backward", "rnn_forward", "rnn_step_backward", "rnn_step_forward",
-    "sequence_backward", "sequence_forward",
+    "ALIASES", "CELL_CHOICES", "CELL_NAMES", "CELLS", "Cell", "PARAM_NAMES", "ReferenceCache", "TimeSlots",
+    "canonical_cell_name", "get_cell", "param_name",
+    "GRU_CELL", "GRUCache", "GRUStepCache", "gru_backward", "gru_forward", "gru_step_backward", "gru_step_forward",
+    "LSTM_CELL", "LSTMCache", "LSTMStepCache", "lstm_backward", "lstm_forward", "lstm_step_backward",
+    "lstm_step_forward",
+    "RNN_RELU_CELL", "RNN_TANH_CELL", "RNNCache", "RNNStepCache", "rnn_backward", "rnn_forward",
+    "rnn_step_backward", "rnn_step_forward",
+    "reference_backward", "reference_forward", "sequence_backward", "sequence_forward",
 ]

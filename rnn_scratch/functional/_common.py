@@ -1,36 +1,156 @@
-"""Helpers shared by the cell modules: parameter unpacking, masks, the hoisted GEMMs."""
+"""What the cell modules share: the cell record, parameter names and unpacking, time slots, the hoisted GEMMs.
+
+Sizes throughout the functional core: T steps, B batch rows, I input features, H hidden units,
+G gates (1 RNN, 4 LSTM, 3 GRU). Sequences are time-major: x (T, B, I), outputs (T, B, H).
+A cell's state is always a tuple: ``(h,)`` for the RNN and GRU, ``(h, c)`` for the LSTM.
+"""
 
 from __future__ import annotations
 
-import contextlib
-
-import numpy as np
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..backend import array_module
-from ._parallel import for_each_block, split
 
 PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-def unpack(params):
-    """(weight_ih, weight_hh, bias_ih or None, bias_hh or None) from a params dict."""
-    return params["weight_ih"], params["weight_hh"], params.get("bias_ih"), params.get("bias_hh")
+@dataclass(frozen=True)
+class Cell:
+    """One cell type: its gate count, its state and its four functions.
+
+    ``step_forward(x_t, state, params) -> (state_t, step cache)``;
+    ``step_backward(dstate_t, step cache) -> (dx_t, dstate_{t-1}, dparams)``;
+    ``forward(x, state, params, *, reverse=False, mask=None) -> (out, final state, cache)``;
+    ``backward(dout, dstate_n, cache) -> (dx, dstate_0, dparams)``.
+    States and state gradients are tuples named by ``state_names``.
+    """
+
+    name: str
+    num_gates: int  # rows of W_ih per hidden unit
+    state_names: tuple  # ("h",) or ("h", "c")
+    step_forward: Callable
+    step_backward: Callable
+    forward: Callable
+    backward: Callable
+
+    @property
+    def num_states(self) -> int:
+        return len(self.state_names)
 
 
-def time_order(T: int, reverse: bool):
-    """The order in which a direction visits time steps."""
-    return range(T - 1, -1, -1) if reverse else range(T)
+def param_name(kind: str, layer: int, reverse: bool = False) -> str:
+    """torch's parameter name, e.g. ``param_name("weight_hh", 1, True) == "weight_hh_l1_reverse"``."""
+    return f"{kind}_l{layer}{'_reverse' if reverse else ''}"
+
+
+class Weights(NamedTuple):
+    """The parameters of one layer and direction: W_ih (G*H, I), W_hh (G*H, H), b_ih and b_hh (G*H,) or None."""
+
+    weight_ih: object
+    weight_hh: object
+    bias_ih: object
+    bias_hh: object
+
+
+def unpack(params) -> Weights:
+    """The :class:`Weights` in a params dict (missing biases are None)."""
+    return Weights(*(params.get(name) for name in PARAM_NAMES))
+
+
+class Sizes(NamedTuple):
+    T: int
+    B: int
+    I: int
+    H: int
+
+
+def _sizes(x, weights) -> Sizes:
+    return Sizes(*x.shape, weights.weight_hh.shape[1])
+
+
+@dataclass(frozen=True)
+class TimeSlots:
+    """Where one direction's states live in a (T+1, B, H) buffer, and the order it visits the steps.
+
+    Forward: slot 0 holds the initial state and slot t+1 the state after step t.
+    Reverse: slot T holds the initial state and slot t the state after step t.
+    Either way the states after the steps (:attr:`after`) and before them (:attr:`before`) are
+    contiguous slices in time order.
+    """
+
+    T: int
+    reverse: bool
+
+    @property
+    def order(self) -> range:
+        """The steps in the order the forward pass visits them."""
+        return range(self.T - 1, -1, -1) if self.reverse else range(self.T)
+
+    @property
+    def backward_order(self) -> range:
+        """The steps in the order BPTT visits them (the reverse of :attr:`order`)."""
+        return self.order[::-1]
+
+    @property
+    def initial(self) -> int:
+        """The slot of the initial state."""
+        return self.T if self.reverse else 0
+
+    @property
+    def final(self) -> int:
+        """The slot of the state after the last step visited."""
+        return 0 if self.reverse else self.T
+
+    def slot_before(self, t: int) -> int:
+        """The slot of the state that step t reads (h_{t-1} in visiting order)."""
+        return t + 1 if self.reverse else t
+
+    def slot_after(self, t: int) -> int:
+        """The slot that step t writes."""
+        return t if self.reverse else t + 1
+
+    @property
+    def after(self) -> slice:
+        """The states after each step, in time order."""
+        return slice(0, self.T) if self.reverse else slice(1, self.T + 1)
+
+    @property
+    def before(self) -> slice:
+        """The states before each step, in time order."""
+        return slice(1, self.T + 1) if self.reverse else slice(0, self.T)
+
+
+@dataclass(frozen=True, eq=False)
+class SequenceCache:
+    """What every cell's whole-sequence backward needs (each cell adds its own fields).
+
+    x (T, B, I); h (T+1, B, H): the hidden states, placed by ``slots``; params; slots
+    (:class:`TimeSlots`); mask: None or bool (T, B, 1), True at valid steps.
+    """
+
+    x: object
+    h: object
+    params: dict
+    slots: TimeSlots
+    mask: object
+
+    @property
+    def h_prev(self):
+        """The hidden state before each step, in time order (T, B, H)."""
+        return self.h[self.slots.before]
 
 
 CHUNK_ELEMENTS = 1 << 18  # elements (1 MB of float32) a run of steps may span and stay in cache
 
 
-def backward_time_chunks(T: int, reverse: bool, per_step: int):
-    """The steps in the backward pass's order (the reverse of the forward's), cut into runs of
-    consecutive steps of at most ``CHUNK_ELEMENTS`` elements (``per_step`` each; at least one step)."""
-    order = time_order(T, reverse)[::-1]
+def backward_time_chunks(slots: TimeSlots, per_step: int):
+    """The steps in BPTT order, cut into runs of consecutive steps of at most ``CHUNK_ELEMENTS``
+    elements (``per_step`` each; at least one step)."""
+    order = slots.backward_order
     k = max(1, CHUNK_ELEMENTS // max(per_step, 1))
-    return [order[j : j + k] for j in range(0, T, k)]
+    return [order[j : j + k] for j in range(0, slots.T, k)]
 
 
 def span(steps: range) -> slice:
@@ -38,119 +158,49 @@ def span(steps: range) -> slice:
     return slice(min(steps), max(steps) + 1)
 
 
-def state_slots(T: int, reverse: bool):
-    """Index helpers for a (T+1, B, H) state buffer.
+def forward_setup(x, state, params, reverse):
+    """The prologue of every whole-sequence forward.
 
-    Forward: slot 0 holds the initial state and slot t+1 the state after step t.
-    Reverse: slot T holds the initial state and slot t the state after step t.
-    So the states *after* each step are ``buf[1:]`` (forward) or ``buf[:T]`` (reverse),
-    and the states *before* each step are ``buf[:T]`` (forward) or ``buf[1:]`` (reverse),
-    both contiguous in time order.
+    Returns (xp, :class:`Sizes`, :class:`Weights`, :class:`TimeSlots`, and per state part a (T+1, B, H)
+    buffer holding the initial state in its slot).
     """
-    if reverse:
-        return T, (lambda t: t + 1), (lambda t: t), slice(0, T), slice(1, T + 1)
-    return 0, (lambda t: t), (lambda t: t + 1), slice(1, T + 1), slice(0, T)
+    xp, weights = array_module(x), unpack(params)
+    sizes = _sizes(x, weights)
+    slots = TimeSlots(sizes.T, reverse)
+    buffers = []
+    for part in state:
+        buf = xp.empty((sizes.T + 1, *part.shape), dtype=x.dtype)
+        buf[slots.initial] = part
+        buffers.append(buf)
+    return xp, sizes, weights, slots, tuple(buffers)
 
 
-def input_projection(x, weight_ih, bias=None, parts=1):
-    """``x @ W_ih.T + bias`` for all T steps at once: one (T*B, I) x (I, G*H) GEMM (``parts`` threads).
+def backward_setup(cache: SequenceCache, dout, dstate_n, num_states: int):
+    """The prologue of every whole-sequence backward.
 
-    Returns a fresh (T, B, G*H) array that the forward pass overwrites with gate activations.
+    Returns (xp, :class:`Sizes`, :class:`Weights`, dout with padded steps zeroed (outputs there are
+    constant zeros; None stays None), and a tuple of ``num_states`` fresh (B, H) accumulators: copies
+    of ``dstate_n``'s parts, zeros for missing ones).
     """
-    xp = array_module(x)
-    T, B, I = x.shape
-    rows = x.reshape(T * B, I)
-    gates = xp.empty((T * B, weight_ih.shape[0]), dtype=x.dtype)
-
-    def project(r):
-        if I == 1:  # an outer product: BLAS is slow on K=1 GEMMs, broadcasting is 2-3x faster
-            xp.multiply(rows[r], weight_ih[:, 0], out=gates[r])
-        else:
-            xp.matmul(rows[r], weight_ih.T, out=gates[r])
-        if bias is not None:
-            gates[r] += bias
-
-    for_each_block(project, split(T * B, parts))
-    return gates.reshape(T, B, -1)
+    xp, weights = array_module(cache.x), unpack(cache.params)
+    sizes = _sizes(cache.x, weights)
+    if dout is not None and cache.mask is not None:
+        dout = xp.where(cache.mask, dout, 0)
+    parts = tuple(dstate_n) if dstate_n is not None else (None,) * num_states
+    acc = tuple(xp.zeros((sizes.B, sizes.H), dtype=cache.x.dtype) if d is None else d.copy() for d in parts)
+    return xp, sizes, weights, dout, acc
 
 
-def weight_gradients(dgates, x, h_prev, dgates_hh=None, has_bias=True, parts=1):
-    """The parameter gradients of one direction as single GEMMs over all steps.
+def split_padded(xp, d, valid, carried):
+    """Padded steps pass a state gradient straight through to the step before.
 
-    dW_ih = sum_t dgates_t^T x_t,  dW_hh = sum_t dgates_hh_t^T h_{t-1},
-    db_ih = sum_t dgates_t,        db_hh = sum_t dgates_hh_t.
-    ``dgates_hh`` differs from ``dgates`` only for the GRU (its n gate); None means the same.
-    With ``parts`` > 1 each thread takes a contiguous share of the (step, row) pairs and the
-    partial sums are added (contiguous operands; measured faster than sharing out gate rows).
+    Before a step's backward: ``carried`` gets the part of ``d`` at padded rows and ``d`` keeps only
+    the valid rows (in place). After it, :func:`rejoin_padded` adds ``carried`` back.
     """
-    same = dgates_hh is None
-    T, B, G = dgates.shape
-    dg = dgates.reshape(T * B, G)
-    dgh = dg if same else dgates_hh.reshape(T * B, G)
-    xs, hs = x.reshape(T * B, -1), h_prev.reshape(T * B, -1)
-
-    def share(r):
-        grads = {"weight_ih": dg[r].T @ xs[r], "weight_hh": dgh[r].T @ hs[r]}
-        if has_bias:
-            grads["bias_ih"] = dg[r].sum(axis=0)
-            grads["bias_hh"] = grads["bias_ih"].copy() if same else dgh[r].sum(axis=0)
-        return grads
-
-    grads, *partial = for_each_block(share, split(T * B, parts))
-    for more in partial:
-        for name in grads:
-            grads[name] += more[name]
-    return grads
+    xp.multiply(d, ~valid, out=carried)
+    d *= valid
 
 
-def input_gradient(dgates, weight_ih, parts=1):
-    """dx_t = dgates_t @ W_ih for all steps: one GEMM (``parts`` threads)."""
-    xp = array_module(dgates)
-    T, B, G = dgates.shape
-    dg = dgates.reshape(T * B, G)
-    dx = xp.empty((T * B, weight_ih.shape[1]), dtype=dgates.dtype)
-    for_each_block(lambda r: xp.matmul(dg[r], weight_ih, out=dx[r]), split(T * B, parts))
-    return dx.reshape(T, B, -1)
-
-
-def sigmoid(xp, a):
-    """The logistic function 1 / (1 + exp(-a)), written as the equations read (reference steps)."""
-    return 1 / (1 + xp.exp(-a))
-
-
-def sigmoid_from_negated_(xp, a):
-    """In place: a holds -z on entry, sigma(z) = 1 / (1 + exp(-z)) on exit.
-
-    The fast paths pre-scale the sigmoid rows of the weights by -1, so the negation is free. One
-    ``exp`` and two cheap passes: NumPy's ``exp`` is several times cheaper than its ``tanh``
-    (4x in float64, 2x in float32 on AVX2). exp overflows to inf for very negative z, giving the
-    exact limit 0 (see :func:`quiet_overflow`).
-    """
-    xp.exp(a, out=a)
-    a += 1
-    xp.reciprocal(a, out=a)
-
-
-def tanh_from_sigmoid_(a):
-    """In place: a holds sigma(2z) on entry, tanh(z) = 2 sigma(2z) - 1 on exit."""
-    a *= 2
-    a -= 1
-
-
-def tanh_(xp, a, out=None):
-    """tanh(a) into ``out`` (default: in place); on NumPy through exp (tanh(z) = 2 / (1 + exp(-2z)) - 1)
-    where that is faster: float64 (exp ~4x cheaper than tanh) or large float32 blocks (~1.4x); small
-    blocks pay more in calls."""
-    out = a if out is None else out
-    if xp is not np or (a.dtype == np.float32 and a.size < 4096):
-        xp.tanh(a, out=out)
-        return
-    xp.multiply(a, -2, out=out)
-    sigmoid_from_negated_(xp, out)
-    tanh_from_sigmoid_(out)
-
-
-def quiet_overflow(xp):
-    """NumPy warns when exp overflows to inf; in the sigmoid that inf is the right answer."""
-    return np.errstate(over="ignore") if xp is np else contextlib.nullcontext()
-
+def rejoin_padded(d, carried):
+    """See :func:`split_padded`."""
+    d += carried

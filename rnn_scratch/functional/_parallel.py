@@ -90,12 +90,45 @@ def split(count: int, parts: int) -> list[slice]:
     return [slice(edges[k], edges[k + 1]) for k in range(parts)]
 
 
+class RowBlocks:
+    """The batch-row blocks of one kernel call, and how its big GEMMs are shared out.
+
+    ``rows``: contiguous slices of the batch, one per thread; ``parts``: their count. :meth:`map`
+    runs a function on every block (:func:`for_each_block`); :meth:`split` cuts another axis (the
+    T*B rows of an all-steps GEMM) into as many parts.
+    """
+
+    def __init__(self, rows: list[slice]):
+        self.rows = rows
+
+    @property
+    def parts(self) -> int:
+        return len(self.rows)
+
+    def map(self, fn) -> list:
+        """``[fn(rows) for rows in self.rows]``, in parallel when there are several."""
+        return for_each_block(fn, self.rows)
+
+    def split(self, count: int) -> list[slice]:
+        """``range(count)`` in ``parts`` contiguous slices, for a GEMM shared over the same threads."""
+        return split(count, self.parts)
+
+    def map_split(self, fn, count: int) -> list:
+        """``fn`` on each of :meth:`split` (count)'s slices, in parallel."""
+        return for_each_block(fn, self.split(count))
+
+
+def one_block(count: int) -> RowBlocks:
+    """All ``count`` rows as one block: no threads."""
+    return RowBlocks([slice(0, count)])
+
+
 @contextlib.contextmanager
 def batch_blocks(xp, batch: int, width: int):
-    """Context giving the row blocks (:func:`blocks`) of one kernel call; while there are several,
-    BLAS runs on one thread inside it (our threads do the splitting)."""
-    row_blocks = blocks(xp, batch, width)
-    with _single_threaded_blas() if len(row_blocks) > 1 else contextlib.nullcontext():
+    """Context giving the :class:`RowBlocks` (:func:`blocks`) of one kernel call; while there are
+    several, BLAS runs on one thread inside it (our threads do the splitting)."""
+    row_blocks = RowBlocks(blocks(xp, batch, width))
+    with _single_threaded_blas() if row_blocks.parts > 1 else contextlib.nullcontext():
         yield row_blocks
 
 

@@ -1,5 +1,7 @@
 r"""GRU cell, as in ``torch.nn.GRU`` (gate order r, z, n in the weights).
 
+Sizes: B batch rows, I input features, H hidden units, T steps. The state is the tuple ``(h,)``.
+
 Forward, one step::
 
     r = sigma(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
@@ -23,25 +25,34 @@ recurrent term of n (torch's convention; the original GRU paper applies r before
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 from ..backend import array_module
-from ._common import (
-    input_gradient,
-    input_projection,
-    quiet_overflow,
-    sigmoid,
-    sigmoid_from_negated_,
-    state_slots,
-    tanh_,
-    time_order,
-    unpack,
-    weight_gradients,
-)
-from ._parallel import batch_blocks, for_each_block
+from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
+from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_, tanh_
+from ._gemm import input_gradient, input_projection, weight_gradients
+from ._parallel import batch_blocks
 
 
-def gru_step_forward(x_t, h_prev, params):
-    """One step. Returns (h_t, cache)."""
+class GRUStepCache(NamedTuple):
+    """What one step's backward needs: x_t (B, I); h_{t-1}, r, z, n, m = W_hn h_{t-1} + b_hn, each (B, H);
+    the params."""
+
+    x: object
+    h_prev: object
+    r: object
+    z: object
+    n: object
+    m: object
+    params: dict
+
+
+def gru_step_forward(x_t, state, params):
+    """One step. x_t (B, I); state = (h_{t-1},) with h_{t-1} (B, H); params: weight_ih (3H, I),
+    weight_hh (3H, H), bias_ih and bias_hh (3H,) or None. Returns ((h_t,), cache)."""
     xp = array_module(x_t)
+    (h_prev,) = state
     w_ih, w_hh, b_ih, b_hh = unpack(params)
     ax = x_t @ w_ih.T
     ah = h_prev @ w_hh.T
@@ -54,12 +65,13 @@ def gru_step_forward(x_t, h_prev, params):
     z = sigmoid(xp, ax_z + ah_z)
     n = xp.tanh(ax_n + r * m)
     h = n + z * (h_prev - n)
-    return h, (x_t, h_prev, r, z, n, m, params)
+    return (h,), GRUStepCache(x_t, h_prev, r, z, n, m, params)
 
 
-def gru_step_backward(dh, cache):
-    """One step back. Returns (dx_t, dh_{t-1}, dparams)."""
-    xp = array_module(dh)
+def gru_step_backward(dstate, cache: GRUStepCache):
+    """One step back. dstate = (dL/dh_t,), (B, H). Returns (dx_t (B, I), (dL/dh_{t-1},), dparams)."""
+    xp = array_module(dstate[0])
+    (dh,) = dstate
     x_t, h_prev, r, z, n, m, params = cache
     w_ih, w_hh, b_ih, _ = unpack(params)
     dn = dh * (1 - z)
@@ -73,19 +85,25 @@ def gru_step_backward(dh, cache):
     if b_ih is not None:
         dparams["bias_ih"] = dg_x.sum(axis=0)
         dparams["bias_hh"] = dg_h.sum(axis=0)
-    return dg_x @ w_ih, dh * z + dg_h @ w_hh, dparams
+    return dg_x @ w_ih, (dh * z + dg_h @ w_hh,), dparams
 
 
-def gru_forward(x, h0, params, *, reverse=False, mask=None):
-    """Whole sequence, fast path. x: (T, B, I), h0: (B, H), mask: None or bool (T, B, 1).
+@dataclass(frozen=True, eq=False)
+class GRUCache(SequenceCache):
+    """What the whole-sequence backward needs: :class:`SequenceCache`'s fields, and gates (T, B, 3H): r, z, n;
+    m (T, B, H): W_hn h_{t-1} + b_hn."""
+
+    gates: object = None
+    m: object = None
+
+
+def gru_forward(x, state, params, *, reverse=False, mask=None):
+    """Whole sequence, fast path. x (T, B, I), state = (h0,) with h0 (B, H), mask None or bool (T, B, 1).
 
     r and z use sigma(a) = 1 / (1 + exp(-a)) on weights pre-scaled by -1 (one exp for both gates).
-    Returns (out (T, B, H), h_n, cache).
+    Returns (out (T, B, H), (h_n,), :class:`GRUCache`).
     """
-    xp = array_module(x)
-    w_ih, w_hh, b_ih, b_hh = unpack(params)
-    T, B, _ = x.shape
-    H = w_hh.shape[1]
+    xp, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h,) = forward_setup(x, state, params, reverse)
     scale = xp.ones((3 * H, 1), dtype=x.dtype)
     scale[: 2 * H] = -1.0
     w_hh_s_t = (w_hh * scale).T.copy()
@@ -96,109 +114,103 @@ def gru_forward(x, h0, params, *, reverse=False, mask=None):
         bias_x[: 2 * H] += b_hh[: 2 * H]  # r, z biases fold into the input projection
         bias_x *= scale[:, 0]
         b_hn = b_hh[2 * H :]
-    mbuf = xp.empty((T, B, H), dtype=x.dtype)  # m_t = W_hn h_{t-1} + b_hn
-    hbuf = xp.empty((T + 1, B, H), dtype=x.dtype)
-    first, prev, new, after, before = state_slots(T, reverse)
-    hbuf[first] = h0
+    m = xp.empty((T, B, H), dtype=x.dtype)  # m_t = W_hn h_{t-1} + b_hn
 
     def recur(rows):
         """The time loop for the batch rows ``rows`` (rows evolve independently), in place."""
-        g_all, h_all, m_all = gates[:, rows], hbuf[:, rows], mbuf[:, rows]
+        gates_rows, h_rows, m_rows = gates[:, rows], h[:, rows], m[:, rows]
         skip = None if mask is None else ~mask[:, rows]
-        rec = xp.empty((g_all.shape[1], 3 * H), dtype=x.dtype)
+        a_hh = xp.empty((gates_rows.shape[1], 3 * H), dtype=x.dtype)  # W_hh h_{t-1}, r and z rows negated
         with quiet_overflow(xp):
-            for t in time_order(T, reverse):
-                h_prev, h_new, gt, m = h_all[prev(t)], h_all[new(t)], g_all[t], m_all[t]
-                xp.matmul(h_prev, w_hh_s_t, out=rec)
-                rz = gt[:, : 2 * H]
-                rz += rec[:, : 2 * H]
+            for t in slots.order:
+                h_prev, h_new = h_rows[slots.slot_before(t)], h_rows[slots.slot_after(t)]
+                gates_t, m_t = gates_rows[t], m_rows[t]
+                xp.matmul(h_prev, w_hh_s_t, out=a_hh)
+                rz = gates_t[:, : 2 * H]
+                rz += a_hh[:, : 2 * H]
                 sigmoid_from_negated_(xp, rz)
-                r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
+                r, z, n = gates_t[:, :H], gates_t[:, H : 2 * H], gates_t[:, 2 * H :]
                 if b_hn is None:
-                    xp.copyto(m, rec[:, 2 * H :])
+                    xp.copyto(m_t, a_hh[:, 2 * H :])
                 else:
-                    xp.add(rec[:, 2 * H :], b_hn, out=m)
-                xp.multiply(r, m, out=h_new)  # h_new as scratch
+                    xp.add(a_hh[:, 2 * H :], b_hn, out=m_t)
+                xp.multiply(r, m_t, out=h_new)  # h_new as scratch for r * m
                 n += h_new
-                tanh_(xp, n)
+                tanh_(xp, n)  # n = tanh(W_in x_t + b_in + r * m)
                 xp.subtract(h_prev, n, out=h_new)  # h_t = n + z (h_{t-1} - n)
                 h_new *= z
                 h_new += n
-                if skip is not None:
+                if skip is not None:  # padded steps carry the state through unchanged
                     xp.copyto(h_new, h_prev, where=skip[t])
 
-    with batch_blocks(xp, B, 3 * H) as row_blocks:  # batch-row blocks run in parallel (see _parallel)
-        gates = input_projection(x, w_ih * scale, bias_x, parts=len(row_blocks))  # overwritten by (r, z, n)
-        for_each_block(recur, row_blocks)
+    with batch_blocks(xp, B, 3 * H) as blocks:  # batch-row blocks run in parallel (see _parallel)
+        gates = input_projection(x, w_ih * scale, bias_x, blocks)  # overwritten by the gates (r, z, n)
+        blocks.map(recur)
     if mask is None:
-        out = hbuf[after]
+        out = h[slots.after]
     else:  # the cell output n + z (h_prev - n) at valid steps, zero at padded ones
         n, z = gates[:, :, 2 * H :], gates[:, :, H : 2 * H]
-        out = xp.where(mask, n + z * (hbuf[before] - n), 0)
-    last = new(0 if reverse else T - 1)
-    cache = (x, hbuf, gates, mbuf, params, reverse, mask)
-    return out, hbuf[last], cache
+        out = xp.where(mask, n + z * (h[slots.before] - n), 0)
+    return out, (h[slots.final],), GRUCache(x=x, h=h, params=params, slots=slots, mask=mask, gates=gates, m=m)
 
 
-def gru_backward(dout, dh_n, cache):
-    """Whole sequence backward (BPTT). Returns (dx (T, B, I), dh0 (B, H), dparams)."""
-    x, hbuf, gates, mbuf, params, reverse, mask = cache
-    xp = array_module(x)
-    w_ih, w_hh, b_ih, _ = unpack(params)
-    T, B, _ = x.shape
-    H = w_hh.shape[1]
-    _, prev, _, _, before = state_slots(T, reverse)
-    dh = xp.zeros((B, H), dtype=x.dtype) if dh_n is None else dh_n.copy()
-    if dout is not None and mask is not None:
-        dout = xp.where(mask, dout, 0)
-    dg_x = xp.empty((T, B, 3 * H), dtype=x.dtype)
-    dg_h = xp.empty((T, B, 3 * H), dtype=x.dtype)
+def gru_backward(dout, dstate_n, cache: GRUCache):
+    """Whole sequence backward (BPTT). dout (T, B, H) or None; dstate_n = (dh_n,) or None, dh_n (B, H).
+
+    Returns (dx (T, B, I), (dh0,), dparams).
+    """
+    xp, (T, B, _, H), (w_ih, w_hh, b_ih, _), dout, (dh,) = backward_setup(cache, dout, dstate_n, 1)
+    mask, slots, gates = cache.mask, cache.slots, cache.gates
+    dgates_x = xp.empty((T, B, 3 * H), dtype=cache.x.dtype)  # dG_x = [da_r, da_z, da_n]
+    dgates_h = xp.empty((T, B, 3 * H), dtype=cache.x.dtype)  # dG_h = [da_r, da_z, da_n * r]
 
     def recur(rows):
-        """BPTT for the batch rows ``rows``: into dg_x, dg_h [:, rows]; dh ends as dL/dh_0 there."""
-        g_all, dgx_all, dgh_all = gates[:, rows], dg_x[:, rows], dg_h[:, rows]
-        m_all, h_all = mbuf[:, rows], hbuf[:, rows]
-        dout_all = None if dout is None else dout[:, rows]
+        """BPTT for the batch rows ``rows``: into dgates_x, dgates_h [:, rows]; dh ends as dL/dh_0 there."""
+        gates_rows, dgates_x_rows, dgates_h_rows = gates[:, rows], dgates_x[:, rows], dgates_h[:, rows]
+        m_rows, h_rows = cache.m[:, rows], cache.h[:, rows]
+        dout_rows = None if dout is None else dout[:, rows]
         valid = None if mask is None else mask[:, rows]
-        dh_r = dh[rows]
-        b = dh_r.shape[0]
-        tmp, rec = xp.empty((b, H), dtype=x.dtype), xp.empty((b, H), dtype=x.dtype)
-        tmp2 = xp.empty((b, 2 * H), dtype=x.dtype)
-        for t in reversed(time_order(T, reverse)):
-            if dout_all is not None:
-                dh_r += dout_all[t]
-            if valid is not None:
-                dh_skip = xp.where(valid[t], 0, dh_r)
-                dh_r *= valid[t]
-            gt, dgx, dgh = g_all[t], dgx_all[t], dgh_all[t]
-            r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
+        dh_rows = dh[rows]
+        b = dh_rows.shape[0]
+        one_minus_n2, dh_hh, dh_carried = (xp.empty((b, H), dtype=dh.dtype) for _ in range(3))
+        sigmoid_grads = xp.empty((b, 2 * H), dtype=dh.dtype)
+        for t in slots.backward_order:
+            if dout_rows is not None:
+                dh_rows += dout_rows[t]
+            if valid is not None:  # padded steps: the gradient passes straight through to step t-1
+                split_padded(xp, dh_rows, valid[t], dh_carried)
+            gates_t, dgx, dgh = gates_rows[t], dgates_x_rows[t], dgates_h_rows[t]
+            r, z, n = gates_t[:, :H], gates_t[:, H : 2 * H], gates_t[:, 2 * H :]
             da_r, da_z, da_n = dgx[:, :H], dgx[:, H : 2 * H], dgx[:, 2 * H :]
             # da_n = dh * (1 - z) * (1 - n^2)
             xp.subtract(1, z, out=da_n)
-            da_n *= dh_r
-            xp.multiply(n, n, out=tmp)
-            xp.subtract(1, tmp, out=tmp)
-            da_n *= tmp
+            da_n *= dh_rows
+            xp.multiply(n, n, out=one_minus_n2)
+            xp.subtract(1, one_minus_n2, out=one_minus_n2)
+            da_n *= one_minus_n2
             # da_r = da_n * m  (times r(1-r) below);  da_z = dh * (h_prev - n)  (times z(1-z) below)
-            xp.multiply(da_n, m_all[t], out=da_r)
-            xp.subtract(h_all[prev(t)], n, out=da_z)
-            da_z *= dh_r
-            rz = gt[:, : 2 * H]
-            xp.multiply(rz, rz, out=tmp2)
-            xp.subtract(rz, tmp2, out=tmp2)
-            dgx[:, : 2 * H] *= tmp2
+            xp.multiply(da_n, m_rows[t], out=da_r)
+            xp.subtract(h_rows[slots.slot_before(t)], n, out=da_z)
+            da_z *= dh_rows
+            rz = gates_t[:, : 2 * H]
+            xp.multiply(rz, rz, out=sigmoid_grads)
+            xp.subtract(rz, sigmoid_grads, out=sigmoid_grads)  # r(1-r), z(1-z)
+            dgx[:, : 2 * H] *= sigmoid_grads
             dgh[:, : 2 * H] = dgx[:, : 2 * H]
             xp.multiply(da_n, r, out=dgh[:, 2 * H :])
             # dh_{t-1} = dh * z + dG_h W_hh
-            xp.matmul(dgh, w_hh, out=rec)
-            dh_r *= z
-            dh_r += rec
+            xp.matmul(dgh, w_hh, out=dh_hh)
+            dh_rows *= z
+            dh_rows += dh_hh
             if valid is not None:
-                dh_r += dh_skip
+                rejoin_padded(dh_rows, dh_carried)
 
-    with batch_blocks(xp, B, 3 * H) as row_blocks:
-        for_each_block(recur, row_blocks)
-        grads = weight_gradients(dg_x, x, hbuf[before], dgates_hh=dg_h, has_bias=b_ih is not None,
-                                 parts=len(row_blocks))
-        dx = input_gradient(dg_x, w_ih, parts=len(row_blocks))
-    return dx, dh, grads
+    with batch_blocks(xp, B, 3 * H) as blocks:
+        blocks.map(recur)
+        grads = weight_gradients(dgates_x, cache.x, cache.h_prev, dgates_hh=dgates_h, has_bias=b_ih is not None,
+                                 blocks=blocks)
+        dx = input_gradient(dgates_x, w_ih, blocks)
+    return dx, (dh,), grads
+
+
+GRU_CELL = Cell("gru", 3, ("h",), gru_step_forward, gru_step_backward, gru_forward, gru_backward)

@@ -1,5 +1,7 @@
 r"""LSTM cell, as in ``torch.nn.LSTM`` (gate order i, f, g, o in the weights).
 
+Sizes: B batch rows, I input features, H hidden units, T steps. The state is the tuple ``(h, c)``.
+
 Forward, one step (sigma = logistic sigmoid, * = elementwise)::
 
     [a_i, a_f, a_g, a_o] = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
@@ -37,27 +39,44 @@ Fast path details (same mathematics):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 from ..backend import array_module
 from ._common import (
+    Cell,
+    SequenceCache,
+    backward_setup,
     backward_time_chunks,
-    input_gradient,
-    input_projection,
-    quiet_overflow,
-    sigmoid,
-    sigmoid_from_negated_,
+    forward_setup,
+    rejoin_padded,
     span,
-    state_slots,
-    tanh_,
-    tanh_from_sigmoid_,
-    time_order,
+    split_padded,
     unpack,
-    weight_gradients,
 )
-from ._parallel import batch_blocks, for_each_block
+from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_, tanh_, tanh_from_sigmoid_
+from ._gemm import input_gradient, input_projection, weight_gradients
+from ._parallel import batch_blocks
+
+
+class LSTMStepCache(NamedTuple):
+    """What one step's backward needs: x_t (B, I); h_{t-1}, c_{t-1}, the gates i, f, g, o and tanh(c_t),
+    each (B, H); the params."""
+
+    x: object
+    h_prev: object
+    c_prev: object
+    i: object
+    f: object
+    g: object
+    o: object
+    tanh_c: object
+    params: dict
 
 
 def lstm_step_forward(x_t, state, params):
-    """One step. state = (h_{t-1}, c_{t-1}). Returns ((h_t, c_t), cache)."""
+    """One step. x_t (B, I); state = (h_{t-1}, c_{t-1}), each (B, H); params: weight_ih (4H, I),
+    weight_hh (4H, H), bias_ih and bias_hh (4H,) or None. Returns ((h_t, c_t), cache)."""
     xp = array_module(x_t)
     h_prev, c_prev = state
     w_ih, w_hh, b_ih, b_hh = unpack(params)
@@ -69,11 +88,13 @@ def lstm_step_forward(x_t, state, params):
     c = f * c_prev + i * g
     tanh_c = xp.tanh(c)
     h = o * tanh_c
-    return (h, c), (x_t, h_prev, c_prev, i, f, g, o, tanh_c, params)
+    return (h, c), LSTMStepCache(x_t, h_prev, c_prev, i, f, g, o, tanh_c, params)
 
 
-def lstm_step_backward(dstate, cache):
-    """One step back. dstate = (dL/dh_t, dL/dc_t). Returns (dx_t, (dh_{t-1}, dc_{t-1}), dparams)."""
+def lstm_step_backward(dstate, cache: LSTMStepCache):
+    """One step back. dstate = (dL/dh_t, dL/dc_t), each (B, H).
+
+    Returns (dx_t (B, I), (dL/dh_{t-1}, dL/dc_{t-1}), dparams)."""
     xp = array_module(dstate[0])
     dh, dc = dstate
     x_t, h_prev, c_prev, i, f, g, o, tanh_c, params = cache
@@ -96,135 +117,144 @@ def _gate_permutation(xp, H):
     return perm, xp.argsort(perm)
 
 
-def lstm_forward(x, state, params, *, reverse=False, mask=None):
-    """Whole sequence, fast path. x: (T, B, I), state = (h0, c0) each (B, H), mask: None or (T, B, 1).
+def _gate_blocks(gates, H):
+    """The (o, i, f, g) blocks of the last axis of a gate buffer (views)."""
+    return gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H : 3 * H], gates[..., 3 * H :]
 
-    Returns (out (T, B, H), (h_n, c_n), cache).
+
+@dataclass(frozen=True, eq=False)
+class LSTMCache(SequenceCache):
+    """What the whole-sequence backward needs: :class:`SequenceCache`'s fields, and c (T+1, B, H): the cell
+    states, placed like h; gates (T, B, 4H): the activated gates in row order (o, i, f, g); tanh_c
+    (T, B, H): tanh(c_t)."""
+
+    c: object = None
+    gates: object = None
+    tanh_c: object = None
+
+    @property
+    def c_prev(self):
+        """The cell state before each step, in time order (T, B, H)."""
+        return self.c[self.slots.before]
+
+
+def lstm_forward(x, state, params, *, reverse=False, mask=None):
+    """Whole sequence, fast path. x (T, B, I), state = (h0, c0) each (B, H), mask None or bool (T, B, 1).
+
+    Returns (out (T, B, H), (h_n, c_n), :class:`LSTMCache`).
     """
-    xp = array_module(x)
-    w_ih, w_hh, b_ih, b_hh = unpack(params)
-    T, B, _ = x.shape
-    H = w_hh.shape[1]
+    xp, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h, c) = forward_setup(x, state, params, reverse)
     perm, _ = _gate_permutation(xp, H)
     scale = xp.full((4 * H, 1), -1.0, dtype=x.dtype)  # sigmoid rows: exp(-a)
     scale[3 * H :] = -2.0  # g rows: tanh(a) = 2 sigma(2a) - 1
     w_ih_s = w_ih[perm] * scale
     w_hh_s_t = (w_hh[perm] * scale).T.copy()
     bias_s = None if b_ih is None else (b_ih + b_hh)[perm] * scale[:, 0]
-    hbuf = xp.empty((T + 1, B, H), dtype=x.dtype)
-    cbuf = xp.empty((T + 1, B, H), dtype=x.dtype)
     tanh_c = xp.empty((T, B, H), dtype=x.dtype)
-    first, prev, new, after, before = state_slots(T, reverse)
-    hbuf[first], cbuf[first] = state
 
     def recur(rows):
         """The time loop for the batch rows ``rows`` (rows evolve independently), in place."""
-        g_all, h_all, c_all, tc_all = gates[:, rows], hbuf[:, rows], cbuf[:, rows], tanh_c[:, rows]
+        gates_rows, h_rows, c_rows, tanh_c_rows = gates[:, rows], h[:, rows], c[:, rows], tanh_c[:, rows]
         skip = None if mask is None else ~mask[:, rows]
-        rec = xp.empty((g_all.shape[1], 4 * H), dtype=x.dtype)
-        ig = xp.empty((g_all.shape[1], H), dtype=x.dtype)
+        a_hh = xp.empty((gates_rows.shape[1], 4 * H), dtype=x.dtype)  # W_hh h_{t-1}, scaled rows
+        i_times_g = xp.empty((gates_rows.shape[1], H), dtype=x.dtype)
         with quiet_overflow(xp):
-            for t in time_order(T, reverse):
-                h_prev, c_prev, h_new, c_new = h_all[prev(t)], c_all[prev(t)], h_all[new(t)], c_all[new(t)]
-                gt, tc = g_all[t], tc_all[t]
-                xp.matmul(h_prev, w_hh_s_t, out=rec)
-                gt += rec
-                sigmoid_from_negated_(xp, gt)
-                o, i, f, g = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H : 3 * H], gt[:, 3 * H :]
+            for t in slots.order:
+                before, after = slots.slot_before(t), slots.slot_after(t)
+                h_prev, c_prev, h_new, c_new = h_rows[before], c_rows[before], h_rows[after], c_rows[after]
+                gates_t, tanh_c_t = gates_rows[t], tanh_c_rows[t]
+                xp.matmul(h_prev, w_hh_s_t, out=a_hh)
+                gates_t += a_hh  # -a (sigmoid rows), -2a (g rows)
+                sigmoid_from_negated_(xp, gates_t)
+                o, i, f, g = _gate_blocks(gates_t, H)
                 tanh_from_sigmoid_(g)
                 xp.multiply(f, c_prev, out=c_new)  # c_t = f * c_{t-1} + i * g
-                xp.multiply(i, g, out=ig)
-                c_new += ig
-                tanh_(xp, c_new, out=tc)
-                xp.multiply(o, tc, out=h_new)  # h_t = o * tanh(c_t)
+                xp.multiply(i, g, out=i_times_g)
+                c_new += i_times_g
+                tanh_(xp, c_new, out=tanh_c_t)
+                xp.multiply(o, tanh_c_t, out=h_new)  # h_t = o * tanh(c_t)
                 if skip is not None:  # padded steps carry the state through unchanged
                     xp.copyto(h_new, h_prev, where=skip[t])
                     xp.copyto(c_new, c_prev, where=skip[t])
 
-    with batch_blocks(xp, B, 4 * H) as row_blocks:  # batch-row blocks run in parallel (see _parallel)
-        gates = input_projection(x, w_ih_s, bias_s, parts=len(row_blocks))  # overwritten by (o, i, f, g)
-        for_each_block(recur, row_blocks)
+    with batch_blocks(xp, B, 4 * H) as blocks:  # batch-row blocks run in parallel (see _parallel)
+        gates = input_projection(x, w_ih_s, bias_s, blocks)  # overwritten by the gates (o, i, f, g)
+        blocks.map(recur)
     if mask is None:
-        out = hbuf[after]
+        out = h[slots.after]
     else:  # output o * tanh(c) at valid steps, zero at padded ones
         out = xp.where(mask, gates[:, :, :H] * tanh_c, 0)
-    last = new(0 if reverse else T - 1)
-    cache = (x, hbuf, cbuf, gates, tanh_c, params, reverse, mask)
-    return out, (hbuf[last], cbuf[last]), cache
+    final = slots.final
+    cache = LSTMCache(x=x, h=h, params=params, slots=slots, mask=mask, c=c, gates=gates, tanh_c=tanh_c)
+    return out, (h[final], c[final]), cache
 
 
-def lstm_backward(dout, dstate_n, cache):
-    """Whole sequence backward (BPTT). dout: (T, B, H) or None; dstate_n = (dh_n, dc_n), parts may be None.
+def lstm_backward(dout, dstate_n, cache: LSTMCache):
+    """Whole sequence backward (BPTT). dout (T, B, H) or None; dstate_n = (dh_n, dc_n) or None, parts
+    (B, H) or None.
 
     Returns (dx (T, B, I), (dh0, dc0), dparams).
     """
-    x, hbuf, cbuf, gates, tanh_c, params, reverse, mask = cache
-    xp = array_module(x)
-    w_ih, w_hh, b_ih, _ = unpack(params)
-    T, B, _ = x.shape
-    H = w_hh.shape[1]
+    xp, (T, B, _, H), (w_ih, w_hh, b_ih, _), dout, (dh, dc) = backward_setup(cache, dout, dstate_n, 2)
+    mask, slots, gates, tanh_c = cache.mask, cache.slots, cache.gates, cache.tanh_c
     perm, inv = _gate_permutation(xp, H)
     w_hh_p = w_hh[perm]
-    _, _, _, _, before = state_slots(T, reverse)
-    c_before = cbuf[before]  # c_{t-1} of step t, in time order
-    dh_n, dc_n = dstate_n if dstate_n is not None else (None, None)
-    dh = xp.zeros((B, H), dtype=x.dtype) if dh_n is None else dh_n.copy()
-    dc = xp.zeros((B, H), dtype=x.dtype) if dc_n is None else dc_n.copy()
-    if dout is not None and mask is not None:
-        dout = xp.where(mask, dout, 0)
-    dgates = xp.empty((T, B, 4 * H), dtype=x.dtype)  # (o, i, f, g); first the factors, then da
-    dc_factor = xp.empty((T, B, H), dtype=x.dtype)  # o (1 - tanh(c)^2)
+    c_prev_all = cache.c_prev
+    dgates = xp.empty((T, B, 4 * H), dtype=cache.x.dtype)  # (o, i, f, g); first the factors, then da
+    dc_factor = xp.empty((T, B, H), dtype=cache.x.dtype)  # o (1 - tanh(c)^2)
 
     def factors(steps, rows):
         """The bracketed factors (module docstring) of ``steps`` x ``rows``, a few passes over the block."""
-        gt, p, tc, q = gates[steps, rows], dgates[steps, rows], tanh_c[steps, rows], dc_factor[steps, rows]
-        o, i, g = gt[..., :H], gt[..., H : 2 * H], gt[..., 3 * H :]
-        xp.subtract(1, gt[..., : 3 * H], out=p[..., : 3 * H])
-        p[..., : 3 * H] *= gt[..., : 3 * H]  # s(1-s) for o, i, f
-        p[..., :H] *= tc
-        p[..., H : 2 * H] *= g
-        p[..., 2 * H : 3 * H] *= c_before[steps, rows]
-        p_g = p[..., 3 * H :]
-        xp.multiply(g, g, out=p_g)
-        xp.subtract(1, p_g, out=p_g)
-        p_g *= i
-        xp.multiply(tc, tc, out=q)
-        xp.subtract(1, q, out=q)
-        q *= o
+        gates_run, dgates_run = gates[steps, rows], dgates[steps, rows]
+        tanh_c_run, dc_factor_run = tanh_c[steps, rows], dc_factor[steps, rows]
+        o, i, _, g = _gate_blocks(gates_run, H)
+        factor_o, factor_i, factor_f, factor_g = _gate_blocks(dgates_run, H)
+        sigmoids, sigmoid_factors = gates_run[..., : 3 * H], dgates_run[..., : 3 * H]
+        xp.subtract(1, sigmoids, out=sigmoid_factors)
+        sigmoid_factors *= sigmoids  # s(1-s) for o, i, f
+        factor_o *= tanh_c_run  # tanh(c) o(1-o)
+        factor_i *= g  # g i(1-i)
+        factor_f *= c_prev_all[steps, rows]  # c_{t-1} f(1-f)
+        xp.multiply(g, g, out=factor_g)
+        xp.subtract(1, factor_g, out=factor_g)
+        factor_g *= i  # i (1-g^2)
+        xp.multiply(tanh_c_run, tanh_c_run, out=dc_factor_run)
+        xp.subtract(1, dc_factor_run, out=dc_factor_run)
+        dc_factor_run *= o  # o (1 - tanh(c)^2)
 
     def recur(rows):
         """BPTT for the batch rows ``rows``: da into dgates[:, rows]; dh, dc end as dL/dh_0, dL/dc_0 there."""
-        da_all, q_all, g_all = dgates[:, rows], dc_factor[:, rows], gates[:, rows]
-        dout_all = None if dout is None else dout[:, rows]
+        dgates_rows, dc_factor_rows, gates_rows = dgates[:, rows], dc_factor[:, rows], gates[:, rows]
+        dout_rows = None if dout is None else dout[:, rows]
         valid = None if mask is None else mask[:, rows]
-        dh_r, dc_r = dh[rows], dc[rows]
-        b = dh_r.shape[0]
-        tmp, dh_skip, dc_skip = (xp.empty((b, H), dtype=x.dtype) for _ in range(3))
-        for steps in backward_time_chunks(T, reverse, b * 5 * H):
+        dh_rows, dc_rows = dh[rows], dc[rows]
+        b = dh_rows.shape[0]
+        dh_times_factor, dh_carried, dc_carried = (xp.empty((b, H), dtype=dh.dtype) for _ in range(3))
+        for steps in backward_time_chunks(slots, b * 5 * H):
             factors(span(steps), rows)
             for t in steps:
-                if dout_all is not None:
-                    dh_r += dout_all[t]
+                if dout_rows is not None:
+                    dh_rows += dout_rows[t]
                 if valid is not None:  # padded steps: gradients pass straight through to step t-1
-                    m = valid[t]
-                    xp.multiply(dh_r, ~m, out=dh_skip)
-                    xp.multiply(dc_r, ~m, out=dc_skip)
-                    dh_r *= m
-                    dc_r *= m
-                da = da_all[t]
-                xp.multiply(dh_r, q_all[t], out=tmp)
-                dc_r += tmp  # dc += dh * o (1 - tanh(c)^2)
-                da[:, :H] *= dh_r  # da_o
-                da.reshape(b, 4, H)[:, 1:] *= dc_r[:, None, :]  # da_i, da_f, da_g
-                dc_r *= g_all[t][:, 2 * H : 3 * H]  # dc_{t-1} = dc * f
-                xp.matmul(da, w_hh_p, out=dh_r)
+                    split_padded(xp, dh_rows, valid[t], dh_carried)
+                    split_padded(xp, dc_rows, valid[t], dc_carried)
+                da = dgates_rows[t]
+                xp.multiply(dh_rows, dc_factor_rows[t], out=dh_times_factor)
+                dc_rows += dh_times_factor  # dc += dh * o (1 - tanh(c)^2)
+                da[:, :H] *= dh_rows  # da_o
+                da.reshape(b, 4, H)[:, 1:] *= dc_rows[:, None, :]  # da_i, da_f, da_g
+                dc_rows *= gates_rows[t][:, 2 * H : 3 * H]  # dc_{t-1} = dc * f
+                xp.matmul(da, w_hh_p, out=dh_rows)  # dh_{t-1} = da W_hh
                 if valid is not None:
-                    dh_r += dh_skip
-                    dc_r += dc_skip
+                    rejoin_padded(dh_rows, dh_carried)
+                    rejoin_padded(dc_rows, dc_carried)
 
-    with batch_blocks(xp, B, 4 * H) as row_blocks:
-        for_each_block(recur, row_blocks)
-        grads = weight_gradients(dgates, x, hbuf[before], has_bias=b_ih is not None, parts=len(row_blocks))
-        dx = input_gradient(dgates, w_ih[perm], parts=len(row_blocks))
+    with batch_blocks(xp, B, 4 * H) as blocks:
+        blocks.map(recur)
+        grads = weight_gradients(dgates, cache.x, cache.h_prev, has_bias=b_ih is not None, blocks=blocks)
+        dx = input_gradient(dgates, w_ih[perm], blocks)
     grads = {name: grad[inv] for name, grad in grads.items()}  # rows back to (i, f, g, o)
     return dx, (dh, dc), grads
+
+
+LSTM_CELL = Cell("lstm", 4, ("h", "c"), lstm_step_forward, lstm_step_backward, lstm_forward, lstm_backward)

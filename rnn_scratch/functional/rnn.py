@@ -1,8 +1,10 @@
 r"""Vanilla (Elman) RNN cell, as in ``torch.nn.RNN``.
 
+Sizes: B batch rows, I input features, H hidden units, T steps. The state is the tuple ``(h,)``.
+
 Forward, one step::
 
-    a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+    a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh          a_t (B, H)
     h_t = phi(a_t)                 phi = tanh  or  relu
 
 Backward, one step. Given g_t = dL/dh_t (from the output at t *and* from step t+1)::
@@ -18,13 +20,20 @@ collects every da_t and does that sum as one GEMM after the time loop.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
+
 from ..backend import array_module
-from ._common import input_gradient, input_projection, state_slots, time_order, unpack, weight_gradients
+from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
+from ._gemm import input_gradient, input_projection, weight_gradients
+from ._parallel import batch_blocks
 
 NONLINEARITIES = ("tanh", "relu")
 
 
 def _activate(xp, a, nonlinearity, out=None):
+    """phi(a): tanh or relu."""
     if nonlinearity == "tanh":
         return xp.tanh(a, out=out)
     return xp.maximum(a, 0, out=out)
@@ -37,92 +46,124 @@ def _activation_grad(xp, h, nonlinearity):
     return (h > 0).astype(h.dtype)
 
 
-def rnn_step_forward(x_t, h_prev, params, nonlinearity="tanh"):
-    """One step: ``h_t = phi(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``. Returns (h_t, cache)."""
+class RNNStepCache(NamedTuple):
+    """What one step's backward needs: x_t (B, I), h_{t-1} and h_t (B, H), the params, phi."""
+
+    x: object
+    h_prev: object
+    h: object
+    params: dict
+    nonlinearity: str
+
+
+def rnn_step_forward(x_t, state, params, nonlinearity="tanh"):
+    """One step: ``h_t = phi(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``.
+
+    x_t (B, I); state = (h_{t-1},) with h_{t-1} (B, H); params: weight_ih (H, I), weight_hh (H, H),
+    bias_ih and bias_hh (H,) or None. Returns ((h_t,), cache).
+    """
     xp = array_module(x_t)
+    (h_prev,) = state
     w_ih, w_hh, b_ih, b_hh = unpack(params)
     a = x_t @ w_ih.T + h_prev @ w_hh.T
     if b_ih is not None:
         a = a + b_ih + b_hh
     h = _activate(xp, a, nonlinearity)
-    return h, (x_t, h_prev, h, params, nonlinearity)
+    return (h,), RNNStepCache(x_t, h_prev, h, params, nonlinearity)
 
 
-def rnn_step_backward(dh, cache):
-    """One step back. ``dh`` = dL/dh_t. Returns (dx_t, dh_{t-1}, dparams)."""
-    x_t, h_prev, h, params, nonlinearity = cache
-    xp = array_module(dh)
-    w_ih, w_hh, b_ih, _ = unpack(params)
-    da = dh * _activation_grad(xp, h, nonlinearity)
-    dparams = {"weight_ih": da.T @ x_t, "weight_hh": da.T @ h_prev}
+def rnn_step_backward(dstate, cache: RNNStepCache):
+    """One step back. dstate = (dL/dh_t,), (B, H). Returns (dx_t (B, I), (dL/dh_{t-1},), dparams)."""
+    xp = array_module(dstate[0])
+    (dh,) = dstate
+    w_ih, w_hh, b_ih, _ = unpack(cache.params)
+    da = dh * _activation_grad(xp, cache.h, cache.nonlinearity)
+    dparams = {"weight_ih": da.T @ cache.x, "weight_hh": da.T @ cache.h_prev}
     if b_ih is not None:
         dparams["bias_ih"] = da.sum(axis=0)
         dparams["bias_hh"] = da.sum(axis=0)
-    return da @ w_ih, da @ w_hh, dparams
+    return da @ w_ih, (da @ w_hh,), dparams
 
 
-def rnn_forward(x, h0, params, nonlinearity="tanh", *, reverse=False, mask=None):
-    """Whole sequence, fast path. x: (T, B, I), h0: (B, H), mask: None or bool (T, B, 1).
+@dataclass(frozen=True, eq=False)
+class RNNCache(SequenceCache):
+    """What the whole-sequence backward needs: :class:`SequenceCache`'s fields, and h_cell (T, B, H):
+    phi(a_t) at every step (h_t at valid steps), and phi's name."""
 
-    The input projection of all steps is one GEMM; each step is one GEMM (h @ W_hh^T)
-    added in place, then phi in place. Returns (out (T, B, H), h_n, cache).
+    h_cell: object = None
+    nonlinearity: str = "tanh"
+
+
+def rnn_forward(x, state, params, nonlinearity="tanh", *, reverse=False, mask=None):
+    """Whole sequence, fast path. x (T, B, I), state = (h0,) with h0 (B, H), mask None or bool (T, B, 1).
+
+    The input projection of all steps is one GEMM; each step adds one GEMM (W_hh h_{t-1}) in place,
+    then phi in place. Returns (out (T, B, H), (h_n,), :class:`RNNCache`).
     """
-    xp = array_module(x)
-    w_ih, w_hh, b_ih, b_hh = unpack(params)
-    T, B, _ = x.shape
-    H = w_hh.shape[1]
-    a = input_projection(x, w_ih, None if b_ih is None else b_ih + b_hh)  # becomes h_t in place
-    hbuf = xp.empty((T + 1, B, H), dtype=x.dtype)
-    first, prev, new, after, before = state_slots(T, reverse)
-    hbuf[first] = h0
+    xp, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h,) = forward_setup(x, state, params, reverse)
     w_hh_t = w_hh.T
-    rec = xp.empty((B, H), dtype=x.dtype)
-    for t in time_order(T, reverse):
-        h_prev = hbuf[prev(t)]
-        xp.matmul(h_prev, w_hh_t, out=rec)
-        a_t = a[t]
-        a_t += rec
-        _activate(xp, a_t, nonlinearity, out=a_t)  # a[t] now holds the cell output
-        if mask is None:
-            hbuf[new(t)] = a_t
-        else:
-            xp.copyto(hbuf[new(t)], xp.where(mask[t], a_t, h_prev))
-    out = hbuf[after] if mask is None else xp.where(mask, a, 0)
-    h_n = hbuf[new(T - 1 if not reverse else 0)]
-    cache = (x, hbuf, a, params, nonlinearity, reverse, mask)
-    return out, h_n, cache
+
+    def recur(rows):
+        """The time loop for the batch rows ``rows`` (rows evolve independently), in place."""
+        h_cell_rows, h_rows = h_cell[:, rows], h[:, rows]
+        skip = None if mask is None else ~mask[:, rows]
+        a_hh = xp.empty((h_rows.shape[1], H), dtype=x.dtype)  # W_hh h_{t-1}
+        for t in slots.order:
+            h_prev, h_new, h_cell_t = h_rows[slots.slot_before(t)], h_rows[slots.slot_after(t)], h_cell_rows[t]
+            xp.matmul(h_prev, w_hh_t, out=a_hh)
+            h_cell_t += a_hh  # a_t = W_ih x_t + b + W_hh h_{t-1}
+            _activate(xp, h_cell_t, nonlinearity, out=h_cell_t)  # h_t = phi(a_t)
+            xp.copyto(h_new, h_cell_t)
+            if skip is not None:  # padded steps carry the state through unchanged
+                xp.copyto(h_new, h_prev, where=skip[t])
+
+    with batch_blocks(xp, B, H) as blocks:  # batch-row blocks run in parallel (see _parallel)
+        h_cell = input_projection(x, w_ih, None if b_ih is None else b_ih + b_hh, blocks)  # becomes phi(a_t)
+        blocks.map(recur)
+    out = h[slots.after] if mask is None else xp.where(mask, h_cell, 0)
+    cache = RNNCache(x=x, h=h, params=params, slots=slots, mask=mask, h_cell=h_cell, nonlinearity=nonlinearity)
+    return out, (h[slots.final],), cache
 
 
-def rnn_backward(dout, dh_n, cache):
-    """Whole sequence backward (BPTT). dout: (T, B, H) or None, dh_n: (B, H) or None.
+def rnn_backward(dout, dstate_n, cache: RNNCache):
+    """Whole sequence backward (BPTT). dout (T, B, H) or None; dstate_n = (dh_n,) or None, dh_n (B, H).
 
-    Returns (dx (T, B, I), dh0 (B, H), dparams).
+    Returns (dx (T, B, I), (dh0,), dparams).
     """
-    x, hbuf, h_cell, params, nonlinearity, reverse, mask = cache
-    xp = array_module(x)
-    w_ih, w_hh, b_ih, _ = unpack(params)
-    T, B, _ = x.shape
-    H = w_hh.shape[1]
-    _, _, _, _, before = state_slots(T, reverse)
-    da = xp.empty((T, B, H), dtype=x.dtype)
-    dh = xp.zeros((B, H), dtype=x.dtype) if dh_n is None else dh_n.copy()
-    if dout is not None and mask is not None:
-        dout = xp.where(mask, dout, 0)  # outputs at padded steps are constant zeros
-    for t in reversed(time_order(T, reverse)):  # reverse of the order the forward visited
-        if dout is not None:
-            dh += dout[t]
-        da_t = da[t]
-        h_t = h_cell[t]
-        if nonlinearity == "tanh":
-            xp.multiply(h_t, h_t, out=da_t)
-            xp.subtract(1, da_t, out=da_t)
-            da_t *= dh
-        else:
-            xp.multiply(dh, h_t > 0, out=da_t)
-        if mask is None:
-            xp.matmul(da_t, w_hh, out=dh)
-        else:
-            da_t *= mask[t]  # padded steps pass dh straight through to the previous step
-            dh = xp.where(mask[t], da_t @ w_hh, dh)
-    grads = weight_gradients(da, x, hbuf[before], has_bias=b_ih is not None)
-    return input_gradient(da, w_ih), dh, grads
+    xp, (T, B, _, H), (w_ih, w_hh, b_ih, _), dout, (dh,) = backward_setup(cache, dout, dstate_n, 1)
+    mask, slots = cache.mask, cache.slots
+    da = xp.empty((T, B, H), dtype=cache.x.dtype)
+
+    def recur(rows):
+        """BPTT for the batch rows ``rows``: da_t into da[:, rows]; dh ends as dL/dh_0 there."""
+        da_rows, h_cell_rows, dh_rows = da[:, rows], cache.h_cell[:, rows], dh[rows]
+        dout_rows = None if dout is None else dout[:, rows]
+        valid = None if mask is None else mask[:, rows]
+        dh_carried = xp.empty_like(dh_rows)
+        for t in slots.backward_order:
+            if dout_rows is not None:
+                dh_rows += dout_rows[t]
+            if valid is not None:
+                split_padded(xp, dh_rows, valid[t], dh_carried)
+            da_t, h_t = da_rows[t], h_cell_rows[t]
+            if cache.nonlinearity == "tanh":  # da_t = dh * (1 - h_t^2)
+                xp.multiply(h_t, h_t, out=da_t)
+                xp.subtract(1, da_t, out=da_t)
+                da_t *= dh_rows
+            else:  # da_t = dh * [h_t > 0]
+                xp.multiply(dh_rows, h_t > 0, out=da_t)
+            xp.matmul(da_t, w_hh, out=dh_rows)  # dh_{t-1} = da_t W_hh
+            if valid is not None:
+                rejoin_padded(dh_rows, dh_carried)
+
+    with batch_blocks(xp, B, H) as blocks:
+        blocks.map(recur)
+        grads = weight_gradients(da, cache.x, cache.h_prev, has_bias=b_ih is not None, blocks=blocks)
+        dx = input_gradient(da, w_ih, blocks)
+    return dx, (dh,), grads
+
+
+RNN_TANH_CELL = Cell("rnn_tanh", 1, ("h",), partial(rnn_step_forward, nonlinearity="tanh"), rnn_step_backward,
+                     partial(rnn_forward, nonlinearity="tanh"), rnn_backward)
+RNN_RELU_CELL = Cell("rnn_relu", 1, ("h",), partial(rnn_step_forward, nonlinearity="relu"), rnn_step_backward,
+                     partial(rnn_forward, nonlinearity="relu"), rnn_backward)

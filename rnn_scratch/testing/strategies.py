@@ -26,6 +26,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from ..functional import get_cell
+
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
 
@@ -58,6 +60,11 @@ class LayerConfig:
     def is_lstm(self):
         return self.cell == "lstm"
 
+    @property
+    def num_states(self):
+        """Parts of the state: 2 for the LSTM (h, c), else 1."""
+        return get_cell(self.cell).num_states
+
     def kwargs(self):
         """Constructor keyword arguments shared by rnn_scratch and torch."""
         kw = dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
@@ -68,11 +75,11 @@ class LayerConfig:
 
     def build(self, dtype="float64", backend=None, seed=None, **extra):
         """The rnn_scratch layer for this configuration."""
-        from .. import layers  # testing sits above layers
+        from ..layers import make_layer  # testing sits above layers
 
-        cls = {"lstm": layers.LSTM, "gru": layers.GRU}.get(self.cell, layers.RNN)
-        return cls(self.input_size, self.hidden_size, dtype=dtype, backend=backend, seed=seed,
-                   **self.kwargs(), **extra)
+        kw = {k: v for k, v in self.kwargs().items() if k != "nonlinearity"}
+        return make_layer(self.cell, self.input_size, self.hidden_size, dtype=dtype, backend=backend, seed=seed,
+                          **kw, **extra)
 
     def state_shape(self, batch):
         return (self.num_layers * self.num_directions, batch, self.hidden_size)
@@ -80,15 +87,23 @@ class LayerConfig:
 
 @dataclass
 class LayerInputs:
-    """Host (NumPy) inputs for one call: x in the layer's layout, state (None, h0 or (h0, c0)), lengths."""
+    """Host (NumPy) inputs for one call: x in the layer's layout, the initial state as a tuple
+    (None, (h0,) or (h0, c0); :attr:`state` gives torch's form), lengths."""
 
     x: np.ndarray
-    state: object = None
+    states: tuple | None = None
     lengths: np.ndarray | None = None
     seq_len: int = 0
     batch: int = 0
     seed: int = 0
     extra: dict = field(default_factory=dict)
+
+    @property
+    def state(self):
+        """The initial state as a layer's ``forward`` takes it: None, h0, or (h0, c0)."""
+        if self.states is None:
+            return None
+        return self.states[0] if len(self.states) == 1 else self.states
 
 
 @st.composite
@@ -122,16 +137,16 @@ def layer_inputs(draw, config, seq_len=st.integers(1, 6), batch=st.integers(1, 4
     rng = np.random.default_rng(seed)
     shape = (B, T, config.input_size) if config.batch_first else (T, B, config.input_size)
     x = (amp * rng.standard_normal(shape)).astype(dtype)
-    state = None
+    states = None
     if draw(_strategy(with_state)):
-        h0 = (0.5 * rng.standard_normal(config.state_shape(B))).astype(dtype)
-        state = (h0, (0.5 * rng.standard_normal(config.state_shape(B))).astype(dtype)) if config.is_lstm else h0
+        states = tuple((0.5 * rng.standard_normal(config.state_shape(B))).astype(dtype)
+                       for _ in range(config.num_states))
     lengths = None
     if draw(_strategy(with_lengths)):
         lengths = rng.integers(1, T + 1, size=B)
         if draw(st.booleans()):
             lengths[rng.integers(B)] = T
-    return LayerInputs(x=x, state=state, lengths=lengths, seq_len=T, batch=B, seed=seed)
+    return LayerInputs(x=x, states=states, lengths=lengths, seq_len=T, batch=B, seed=seed)
 
 
 PROFILE_SCALE = {"ci": 1, "dev": 10}
