@@ -145,3 +145,31 @@ def test_cupy_request_without_gpu_names_reason(monkeypatch):
 def test_repr():
     assert repr(rs.LSTM(3, 4, num_layers=2, bidirectional=True, backend="numpy")) == \
         "LSTM(3, 4, num_layers=2, bidirectional=True, dtype=float32, backend='numpy')"
+
+
+def test_one_cell_vocabulary_and_gru_is_not_an_rnn():
+    from rnn_scratch.functional import CELL_CHOICES, canonical_cell_name, get_cell
+    from rnn_scratch.layers import make_layer
+
+    assert not isinstance(rs.GRU(2, 3), rs.RNN) and isinstance(rs.GRU(2, 3), rs.RNNBase)
+    assert canonical_cell_name("rnn") == canonical_cell_name("RNN_TANH") == "rnn_tanh"
+    for name in CELL_CHOICES:
+        layer = make_layer(name, 2, 3)
+        assert layer.cell is get_cell(name) and layer.mode == canonical_cell_name(name)
+    assert make_layer("rnn_relu", 2, 3).nonlinearity == "relu"
+    with pytest.raises(ValueError, match=r"cell must be one of \['rnn_tanh', 'rnn_relu', 'lstm', 'gru', 'rnn'\]"):
+        make_layer("elman", 2, 3)
+
+
+def test_states_are_tuples_inside_and_torch_shaped_outside():
+    lstm, gru = rs.LSTM(2, 3, dtype="float64", seed=0), rs.GRU(2, 3, dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 2, 2))
+    out, states = lstm.forward_states(x, (None, np.ones((1, 2, 3))))
+    assert len(states) == 2 and np.array_equal(out, lstm(x, (np.zeros((1, 2, 3)), np.ones((1, 2, 3))))[0])
+    _, (h_n,) = gru.forward_states(x)
+    assert np.array_equal(h_n, gru(x)[1])
+    dx, (dh0,) = gru.backward_states(None, (np.ones((1, 2, 3)),))
+    assert dh0.shape == (1, 2, 3) and dx.shape == x.shape
+    with pytest.raises(TypeError, match=r"state gradient for LSTM must be a tuple \(dh_n, dc_n\) or None, got "
+                                        r"tuple of length 1"):
+        lstm.backward(np.ones_like(out), (np.ones((1, 2, 3)),))
