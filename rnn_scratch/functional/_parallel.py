@@ -132,16 +132,52 @@ def batch_blocks(xp, batch: int, width: int):
         yield row_blocks
 
 
+_blas_users = 0  # kernel calls (on any thread) now inside _single_threaded_blas
+_blas_restore = None  # the limiter whose restore ends the limit
+_blas_thread: ThreadPoolExecutor | None = None  # the one thread that sets and restores the limit
+
+
+def _on_blas_thread(fn):
+    """Run ``fn`` on our one BLAS-controlling thread and return its result.
+
+    threadpoolctl (>= 3.6) lets only one live Python thread change OpenBLAS's process-wide limit and
+    silently ignores the others; a limit set by one user thread and restored by another would stay.
+    """
+    global _blas_thread
+    if _blas_thread is None:
+        _blas_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnn_scratch_blas")
+    return _blas_thread.submit(fn).result()
+
+
+@contextlib.contextmanager
 def _single_threaded_blas():
-    global _blas
+    """BLAS on one thread while any kernel call of ours is inside; the last one out restores it.
+
+    BLAS thread limits are process-wide. Limiting and restoring per call would race when two
+    Python threads run kernels at once: the second would save the first's limit of 1 as "original"
+    and restore 1 after the first restored the real count, leaving BLAS on one thread for good.
+    So the calls share one limit, counted under a lock, set and restored on one thread.
+    """
+    global _blas, _blas_users, _blas_restore
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # without it BLAS keeps its threads: still correct, slower
-        return contextlib.nullcontext()
+        yield
+        return
     with _lock:
         if _blas is None:
             _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+        if _blas_users == 0:
+            _blas_restore = _on_blas_thread(lambda: _blas.limit(limits=1, user_api="blas"))
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _on_blas_thread(_blas_restore.restore_original_limits)
+                _blas_restore = None
 
 
 def for_each_block(fn, blocks) -> list:
