@@ -128,7 +128,12 @@ def synchronize(backend: str | None = None) -> None:
 
 
 def default_rng(seed: int | None = None) -> np.random.Generator:
-    """Host random generator; parameters are drawn on the host so every backend gets the same values."""
+    """Host random generator; parameters are drawn on the host so every backend gets the same values.
+
+    ``seed``: None (fresh entropy) or an integer >= 0; anything else is a ValueError naming it."""
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
     return np.random.default_rng(seed)
 
 

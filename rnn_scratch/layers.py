@@ -1,24 +1,60 @@
 """Stateful layers on top of the functional core: ``RNN``, ``LSTM``, ``GRU``, ``Linear``, ``Embedding``.
 
 Each layer owns its parameters (``params``) and gradients (``grads``, same keys and shapes),
-remembers the cache of its last forward call, and has a ``backward`` that returns the
-gradients with respect to that call's inputs while *accumulating* parameter gradients
+remembers what its last forward call needs for the backward, and has a ``backward`` that returns
+the gradients with respect to that call's inputs while *accumulating* parameter gradients
 (``zero_grad`` clears them), as torch's ``.grad`` does.
+
+What a forward remembers is a copy: changing the input or the weights in place between forward
+and backward does not change the gradients of the forward that ran. It is kept per Python thread,
+so a layer shared by threads gives each thread the backward of its own forward (the accumulated
+``grads`` are shared, added under a lock); a backward without a forward on the same thread is an
+error.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import threading
 
 import numpy as np
 
 from . import backend as be
 from .functional import PARAM_NAMES, canonical_cell_name, get_cell, param_name
-from .validation import as_float_dtype, check_array, check_lengths, check_positive_int
+from .validation import as_float_dtype, check_array, check_lengths, check_positive_int, check_probability
+
+_GRAD_LOCK = threading.Lock()  # gradients are accumulated under it (a layer may be used from several threads)
+
+
+def _constructor_config(cls, args, kwargs):
+    """{argument name: value} of a constructor call, **kwargs flattened, for rebuilding the object."""
+    try:
+        bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+    except TypeError:  # the constructor itself will raise the user-facing error
+        return None
+    config = {}
+    for name, value in list(bound.arguments.items())[1:]:
+        kind = inspect.signature(cls.__init__).parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            config.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            return None  # cannot be named
+        else:
+            config[name] = value
+    return config
 
 
 class Module:
-    """Parameters, gradients, children, train/eval, state_dict; the base of every layer and model."""
+    """Parameters, gradients, children, train/eval, state_dict; the base of every layer and model.
+
+    ``config``: the arguments the module was constructed with (what a checkpoint stores to rebuild it).
+    """
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        self.config = _constructor_config(cls, args, kwargs)
+        return self
 
     def __init__(self, *, dtype="float32", backend=None):
         self.dtype = as_float_dtype(dtype)
@@ -28,6 +64,27 @@ class Module:
         self.grads: dict = {}
         self.children: dict = {}
         self.training = True
+        self._per_thread: dict = {}  # thread id -> what the last forward on that thread saved for backward
+
+    # -- what a forward saves for its backward (per thread) --------------------------------------
+    def _save_for_backward(self, **values):
+        """Remember ``values`` for the backward of this forward, on this thread."""
+        alive = {t.ident for t in threading.enumerate()}
+        for ident in [i for i in self._per_thread if i not in alive]:  # threads that ended
+            self._per_thread.pop(ident, None)
+        self._per_thread[threading.get_ident()] = values
+
+    def _saved(self):
+        """What the last forward on this thread saved; ValueError when there was none."""
+        saved = self._per_thread.get(threading.get_ident())
+        if saved is None:
+            raise ValueError(f"{type(self).__name__}.backward() called before forward(): there is no cached "
+                             "forward pass to differentiate (on this thread)")
+        return saved
+
+    def _accumulate(self, name, grad):
+        with _GRAD_LOCK:
+            self.grads[name] += grad
 
     # -- parameters ----------------------------------------------------------------------
     def add_param(self, name, value):
@@ -74,34 +131,80 @@ class Module:
         """{name: gradient} (the live arrays), same keys as state_dict()."""
         return {name: grad for name, _, grad in self.named_parameters()}
 
-    def load_state_dict(self, state_dict):
-        """Copy values in place. Accepts NumPy or CuPy arrays or torch tensors; checks every key and shape."""
+    def check_state_dict(self, state_dict, strict=True):
+        """Check a state_dict against this module without changing anything.
+
+        Returns ({name: host array to write}, missing keys, unexpected keys). With ``strict`` any missing
+        or unexpected key is a ValueError; without it only the matching keys are returned. Every value
+        given for a known key must have the right shape and a numeric dtype.
+        """
+        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+            raise TypeError(f"state_dict must be a mapping of parameter names to arrays, got "
+                            f"{type(state_dict).__name__}")
         own = {name: value for name, value, _ in self.named_parameters()}
         missing = sorted(set(own) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(own))
-        if missing or unexpected:
+        if strict and (missing or unexpected):
             raise ValueError(f"state_dict keys do not match: missing {missing}, unexpected {unexpected}")
         converted = {}
         for name, target in own.items():
-            value = state_dict[name]
-            if hasattr(value, "detach"):  # torch tensor
-                value = value.detach().cpu().numpy()
-            value = be.to_numpy(value)
+            if name not in state_dict:
+                continue
+            value = _host_array(state_dict[name], f"state_dict[{name!r}]")
             if value.shape != tuple(target.shape):
-                raise ValueError(
-                    f"state_dict[{name!r}] has shape {value.shape}, expected {tuple(target.shape)}"
-                )
+                raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, expected {tuple(target.shape)}")
             if value.dtype.kind not in "fiu":
                 raise TypeError(f"state_dict[{name!r}] must be numeric, got dtype {value.dtype}")
             converted[name] = value
-        for name, target in own.items():  # only write once everything checked out
-            target[...] = be.to_backend(converted[name].astype(self.dtype), self.backend)
+        return converted, missing, unexpected
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy values in place. Accepts NumPy or CuPy arrays or torch tensors (bfloat16/float16 tensors
+        through float32); checks every key and shape before writing anything.
+
+        ``strict=False`` loads the keys that match and ignores the rest, as torch. Returns
+        ``(missing_keys, unexpected_keys)``.
+        """
+        converted, missing, unexpected = self.check_state_dict(state_dict, strict)
+        own = {name: value for name, value, _ in self.named_parameters()}
+        for name, value in converted.items():  # only write once everything checked out
+            own[name][...] = be.to_backend(value.astype(self.dtype), self.backend)
+        return IncompatibleKeys(missing, unexpected)
 
     def _check_input(self, x, name="x"):
         return check_array(x, name, backend=self.backend, dtype=self.dtype)
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+
+class IncompatibleKeys(tuple):
+    """(missing_keys, unexpected_keys), as torch's ``load_state_dict`` returns them."""
+
+    def __new__(cls, missing_keys, unexpected_keys):
+        return super().__new__(cls, (missing_keys, unexpected_keys))
+
+    @property
+    def missing_keys(self):
+        return self[0]
+
+    @property
+    def unexpected_keys(self):
+        return self[1]
+
+
+def _host_array(value, name):
+    """A NumPy array from a NumPy/CuPy array or a torch tensor (half and bfloat16 tensors through float32)."""
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu()
+        if str(value.dtype) in ("torch.bfloat16", "torch.float16"):
+            value = value.float()
+        return value.numpy()
+    if isinstance(value, np.ndarray) or be.is_cupy_array(value):
+        return be.to_numpy(value)
+    if isinstance(value, (int, float, list, tuple)):
+        return np.asarray(value)
+    raise TypeError(f"{name} must be an array or a torch tensor, got {type(value).__name__}")
 
 
 class RNNBase(Module):
@@ -126,9 +229,7 @@ class RNNBase(Module):
         self.input_size = check_positive_int(input_size, "input_size")
         self.hidden_size = check_positive_int(hidden_size, "hidden_size")
         self.num_layers = check_positive_int(num_layers, "num_layers")
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = check_probability(dropout, "dropout")
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -145,7 +246,6 @@ class RNNBase(Module):
                     shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
                 for kind, shape in shapes.items():
                     self.add_param(param_name(kind, layer, direction == 1), self._rng.uniform(-bound, bound, shape))
-        self._cache = None
         self.last_dropout_masks = None
 
     def _layer_params(self, layer, direction):
@@ -186,25 +286,36 @@ class RNNBase(Module):
 
     # -- argument checks ---------------------------------------------------------------------
     def _check_x(self, x):
+        """x is (seq_len, batch, input_size), (batch, seq_len, input_size) with batch_first, or unbatched
+        (seq_len, input_size) as torch allows. Returns True for unbatched input."""
         layout = "(batch, seq_len, input_size={})" if self.batch_first else "(seq_len, batch, input_size={})"
-        doc = layout.format(self.input_size)
-        check_array(x, "x", backend=self.backend, dtype=self.dtype, ndim=3, shape=(None, None, self.input_size),
-                    shape_doc=doc, finite=self.check_finite)
-        if x.shape[0] == 0 or x.shape[1] == 0:
+        batched, unbatched = layout.format(self.input_size), f"(seq_len, input_size={self.input_size})"
+        check_array(x, "x", backend=self.backend, dtype=self.dtype, finite=self.check_finite)
+        if x.ndim not in (2, 3):
+            raise ValueError(f"x must be 3-D {batched} or unbatched 2-D {unbatched}, got shape {tuple(x.shape)}")
+        doc = batched if x.ndim == 3 else unbatched
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x must have shape {doc}, got shape {tuple(x.shape)}")
+        if 0 in x.shape[:-1]:
             raise ValueError(f"x must have shape {doc} with seq_len and batch >= 1, got shape {tuple(x.shape)}")
+        return x.ndim == 2
 
     def _state_shape(self, batch):
         return (self.num_layers * self.num_directions, batch, self.hidden_size)
 
-    def _check_state(self, state, name, batch):
+    def _check_state(self, state, name, batch, unbatched=False):
         shape = self._state_shape(batch)
-        doc = f"(num_layers * num_directions={shape[0]}, batch={batch}, hidden_size={shape[2]})"
+        if unbatched:
+            shape = (shape[0], shape[2])
+            doc = f"(num_layers * num_directions={shape[0]}, hidden_size={shape[1]}) for unbatched x"
+        else:
+            doc = f"(num_layers * num_directions={shape[0]}, batch={batch}, hidden_size={shape[2]})"
         return check_array(state, name, backend=self.backend, dtype=self.dtype, shape=shape, shape_doc=doc,
                            finite=self.check_finite)
 
-    def _checked_states(self, states, names, batch, fill_zeros):
+    def _checked_states(self, states, names, batch, unbatched=False):
         """A tuple of ``num_states`` parts from ``states`` (None, or a tuple whose missing trailing or None
-        parts mean zeros), each checked; the None parts become zeros when ``fill_zeros``."""
+        parts mean zeros), each checked and given a batch axis; None parts stay None."""
         n = self.cell.num_states
         states = tuple(states or ())
         if len(states) > n:
@@ -213,27 +324,43 @@ class RNNBase(Module):
         out = []
         for value, name in zip(states, names):
             if value is not None:
-                self._check_state(value, name, batch)
-            elif fill_zeros:
-                value = self.xp.zeros(self._state_shape(batch), dtype=self.dtype)
+                self._check_state(value, name, batch, unbatched)
+                if unbatched:
+                    value = value[:, None]
             out.append(value)
         return tuple(out)
+
+    def _snapshot_params(self):
+        """A copy of every (layer, direction)'s params: the backward differentiates the forward that ran,
+        whatever happens to the live weights in between (torch raises there; copying costs one pass over
+        the weights per forward)."""
+        return [[{k: None if v is None else v.copy() for k, v in self._layer_params(layer, d).items()}
+                 for d in range(self.num_directions)] for layer in range(self.num_layers)]
 
     # -- forward / backward --------------------------------------------------------------------
     def forward_states(self, x, states=None, lengths=None, *, dropout_masks=None):
         """Forward with the state as a tuple ((h0,) or (h0, c0); None, or None parts, for zeros).
 
-        Returns (out, final state tuple), each part (num_layers * num_directions, batch, hidden_size).
+        x: (seq_len, batch, input_size), batch-first, or unbatched (seq_len, input_size) with states of
+        shape (num_layers * num_directions, hidden_size). Returns (out, final state tuple), each part
+        (num_layers * num_directions, batch, hidden_size), without the batch axis for unbatched x.
         """
-        self._check_x(x)
-        xt = self.xp.ascontiguousarray(x.transpose(1, 0, 2)) if self.batch_first else x
+        unbatched = self._check_x(x)
+        if unbatched:
+            xt = x[:, None].copy()
+            if lengths is not None:
+                raise ValueError("lengths needs batched x: unbatched x (seq_len, input_size) is one whole sequence")
+        else:  # a copy: the caller may change x before the backward
+            xt = x.transpose(1, 0, 2).copy() if self.batch_first else x.copy()
         T, B, _ = xt.shape
-        states = self._checked_states(states, tuple(f"{s}0" for s in self.cell.state_names), B, fill_zeros=True)
+        states = self._checked_states(states, tuple(f"{s}0" for s in self.cell.state_names), B, unbatched)
+        states = tuple(self.xp.zeros(self._state_shape(B), dtype=self.dtype) if s is None else s for s in states)
         mask = None
         if lengths is not None:
             lengths = check_lengths(lengths, batch=B, seq_len=T)
             mask = be.to_backend((np.arange(T)[:, None] < lengths[None, :])[:, :, None], self.backend)
         masks = self._dropout_masks(T, B, dropout_masks)
+        params = self._snapshot_params()
         D = self.num_directions
         caches, finals = [], [[None] * (self.num_layers * D) for _ in states]
         layer_in = xt
@@ -243,8 +370,8 @@ class RNNBase(Module):
             outs, layer_caches = [], []
             for d in range(D):
                 idx = layer * D + d
-                out, final, cache = self.cell.forward(layer_in, tuple(s[idx] for s in states),
-                                                      self._layer_params(layer, d), reverse=d == 1, mask=mask)
+                out, final, cache = self.cell.forward(layer_in, tuple(s[idx] for s in states), params[layer][d],
+                                                      reverse=d == 1, mask=mask)
                 outs.append(out)
                 layer_caches.append(cache)
                 for k, f in enumerate(final):
@@ -254,43 +381,59 @@ class RNNBase(Module):
             else:  # the returned output must not alias the cache; inner layers' outputs never leave
                 layer_in = outs[0].copy() if layer == self.num_layers - 1 else outs[0]
             caches.append(layer_caches)
-        self._cache = {"caches": caches, "masks": masks, "shape": (T, B), "batch_first": self.batch_first}
+        self._save_for_backward(caches=caches, masks=masks, shape=(T, B), unbatched=unbatched)
         self.last_dropout_masks = masks
+        finals = tuple(self.xp.stack(f) for f in finals)
+        if unbatched:
+            return layer_in[:, 0], tuple(f[:, 0] for f in finals)
         output = self.xp.ascontiguousarray(layer_in.transpose(1, 0, 2)) if self.batch_first else layer_in
-        return output, tuple(self.xp.stack(f) for f in finals)
+        return output, finals
 
     def _dropout_masks(self, T, B, given):
-        """Inverted-dropout masks for the inputs of layers 1..L-1 (None when dropout is off)."""
-        if given is not None:
-            return given
-        if not self.training or self.dropout == 0 or self.num_layers == 1:
-            return None
-        keep = 1.0 - self.dropout
+        """Inverted-dropout masks for the inputs of layers 1..L-1 (None when dropout is off).
+
+        ``given`` (to replay fixed masks, e.g. ``last_dropout_masks``): a list of num_layers - 1 arrays of
+        shape (seq_len, batch, num_directions * hidden_size), time-major, of the layer's dtype; copied."""
+        if given is None:
+            if not self.training or self.dropout == 0 or self.num_layers == 1:
+                return None
+            keep = 1.0 - self.dropout
+            shape = (T, B, self.hidden_size * self.num_directions)
+            return [be.to_backend(((self._rng.random(shape) < keep) / keep).astype(self.dtype), self.backend)
+                    for _ in range(self.num_layers - 1)]
+        n = self.num_layers - 1
+        if not isinstance(given, (list, tuple)) or len(given) != n:
+            got = f"{type(given).__name__}" + (f" of length {len(given)}" if isinstance(given, (list, tuple)) else "")
+            raise TypeError(f"dropout_masks must be a list of num_layers - 1 = {n} arrays (one per layer input "
+                            f"above the first), got {got}")
         shape = (T, B, self.hidden_size * self.num_directions)
-        return [be.to_backend(((self._rng.random(shape) < keep) / keep).astype(self.dtype), self.backend)
-                for _ in range(self.num_layers - 1)]
+        doc = f"(seq_len={T}, batch={B}, num_directions * hidden_size={shape[2]})"
+        return [check_array(m, f"dropout_masks[{k}]", backend=self.backend, dtype=self.dtype, shape=shape,
+                            shape_doc=doc, finite=True).copy() for k, m in enumerate(given)]
 
     def backward_states(self, dout, dstates=None):
-        """Backward of the last :meth:`forward_states` call, the state gradient as a tuple
+        """Backward of the last :meth:`forward_states` call on this thread, the state gradient as a tuple
         ((dh_n,) or (dh_n, dc_n); None, missing or None parts for zeros).
 
         Returns (dx, initial-state gradient tuple); parameter gradients accumulate into ``grads``.
         """
-        if self._cache is None:
-            raise ValueError(f"{type(self).__name__}.backward() called before forward(): there is no cached "
-                             "forward pass to differentiate")
-        T, B = self._cache["shape"]
+        saved = self._saved()
+        (T, B), unbatched = saved["shape"], saved["unbatched"]
         D, H = self.num_directions, self.hidden_size
         if dout is not None:
-            out_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
-            check_array(dout, "dout", backend=self.backend, dtype=self.dtype, shape=out_shape)
-            if self.batch_first:
-                dout = self.xp.ascontiguousarray(dout.transpose(1, 0, 2))
-        dstates = self._checked_states(dstates, tuple(f"d{s}_n" for s in self.cell.state_names), B,
-                                       fill_zeros=False)
+            if unbatched:
+                check_array(dout, "dout", backend=self.backend, dtype=self.dtype, shape=(T, D * H))
+                dout = dout[:, None]
+            else:
+                out_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
+                check_array(dout, "dout", backend=self.backend, dtype=self.dtype, shape=out_shape)
+                if self.batch_first:
+                    dout = self.xp.ascontiguousarray(dout.transpose(1, 0, 2))
+        dstates = self._checked_states(dstates, tuple(f"d{s}_n" for s in self.cell.state_names), B, unbatched)
         d_init = [[None] * (self.num_layers * D) for _ in dstates]
-        masks = self._cache["masks"]
+        masks = saved["masks"]
         dcur = dout
+        grads = {}
         for layer in reversed(range(self.num_layers)):
             dx_sum = None
             for d in range(D):
@@ -298,17 +441,22 @@ class RNNBase(Module):
                 dout_d = None if dcur is None else dcur[:, :, d * H:(d + 1) * H]
                 dstate_n = None if all(s is None for s in dstates) else tuple(
                     self.xp.zeros((B, H), dtype=self.dtype) if s is None else s[idx] for s in dstates)
-                dx, d0, dparams = self.cell.backward(dout_d, dstate_n, self._cache["caches"][layer][d])
+                dx, d0, dparams = self.cell.backward(dout_d, dstate_n, saved["caches"][layer][d])
                 for kind, g in dparams.items():
-                    self.grads[param_name(kind, layer, d == 1)] += g
+                    grads[param_name(kind, layer, d == 1)] = g
                 for k, g in enumerate(d0):
                     d_init[k][idx] = g
                 dx_sum = dx if dx_sum is None else dx_sum + dx
             if layer > 0 and masks is not None:
                 dx_sum *= masks[layer - 1]
             dcur = dx_sum
+        for name, g in grads.items():  # after the whole backward: a failure above adds nothing
+            self._accumulate(name, g)
+        d_init = tuple(self.xp.stack(g) for g in d_init)
+        if unbatched:
+            return dcur[:, 0], tuple(g[:, 0] for g in d_init)
         dx = self.xp.ascontiguousarray(dcur.transpose(1, 0, 2)) if self.batch_first else dcur
-        return dx, tuple(self.xp.stack(g) for g in d_init)
+        return dx, d_init
 
     def forward(self, x, h0=None, lengths=None, *, hx=None, dropout_masks=None):
         """``out, h_n = layer(x, h0)`` (RNN, GRU; the LSTM takes and gives (h, c)), as torch; ``hx`` is
@@ -406,7 +554,6 @@ class Linear(Module):
         self.add_param("weight", rng.uniform(-bound, bound, (out_features, in_features)))
         if bias:
             self.add_param("bias", rng.uniform(-bound, bound, (out_features,)))
-        self._x = None
 
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features}, bias={'bias' in self.params})"
@@ -415,22 +562,22 @@ class Linear(Module):
         self._check_input(x)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape (..., in_features={self.in_features}), got shape {tuple(x.shape)}")
-        self._x = x
-        y = x @ self.params["weight"].T
+        weight = self.params["weight"].copy()  # copies: the caller may change x or the weights before backward
+        self._save_for_backward(x=x.copy(), weight=weight)
+        y = x @ weight.T
         if "bias" in self.params:
             y += self.params["bias"]
         return y
 
     def backward(self, dy):
-        if self._x is None:
-            raise ValueError("Linear.backward() called before forward()")
-        x = self._x
+        saved = self._saved()
+        x = saved["x"]
         check_array(dy, "dy", backend=self.backend, dtype=self.dtype, shape=(*x.shape[:-1], self.out_features))
         dy2 = dy.reshape(-1, self.out_features)
-        self.grads["weight"] += dy2.T @ x.reshape(-1, self.in_features)
+        self._accumulate("weight", dy2.T @ x.reshape(-1, self.in_features))
         if "bias" in self.params:
-            self.grads["bias"] += dy2.sum(axis=0)
-        return dy @ self.params["weight"]
+            self._accumulate("bias", dy2.sum(axis=0))
+        return dy @ saved["weight"]
 
 
 class Embedding(Module):
@@ -444,7 +591,6 @@ class Embedding(Module):
         self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
         self.add_param("weight", be.default_rng(seed).standard_normal((num_embeddings, embedding_dim)))
-        self._idx = None
 
     def __repr__(self):
         return f"Embedding({self.num_embeddings}, {self.embedding_dim})"
@@ -456,12 +602,12 @@ class Embedding(Module):
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
             raise ValueError(f"idx values must lie in 0..{self.num_embeddings - 1}, "
                              f"got {int(idx.min())}..{int(idx.max())}")
-        self._idx = idx
+        self._save_for_backward(idx=idx.copy())
         return self.params["weight"][idx]
 
     def backward(self, dy):
-        if self._idx is None:
-            raise ValueError("Embedding.backward() called before forward()")
-        check_array(dy, "dy", backend=self.backend, dtype=self.dtype, shape=(*self._idx.shape, self.embedding_dim))
-        self.xp.add.at(self.grads["weight"], self._idx.reshape(-1), dy.reshape(-1, self.embedding_dim))
+        idx = self._saved()["idx"]
+        check_array(dy, "dy", backend=self.backend, dtype=self.dtype, shape=(*idx.shape, self.embedding_dim))
+        with _GRAD_LOCK:
+            self.xp.add.at(self.grads["weight"], idx.reshape(-1), dy.reshape(-1, self.embedding_dim))
         return None

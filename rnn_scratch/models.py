@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import default_rng
 from .functional import CELL_CHOICES
 from .layers import Embedding, Linear, Module, make_layer
 
@@ -56,7 +57,7 @@ class ManyToOneRegressor(Module):
 
     def __init__(self, cell="rnn", input_size=1, hidden_size=50, output_size=1, num_layers=1, seed=None, **kw):
         super().__init__(**_common(kw))
-        rng = np.random.default_rng(seed)
+        rng = default_rng(seed)
         self.rnn = self.add_child("rnn", make_recurrent(cell, input_size, hidden_size, num_layers=num_layers,
                                                         seed=int(rng.integers(2**31)), **kw))
         self.head = self.add_child("head", Linear(hidden_size * self.rnn.num_directions, output_size,
@@ -64,11 +65,12 @@ class ManyToOneRegressor(Module):
 
     def forward(self, x, lengths=None):
         _, (h_n, *_) = self.rnn.forward_states(x, lengths=lengths)
-        self._h_shape = h_n.shape
+        self._save_for_backward(h_shape=h_n.shape)
         return self.head(top_features(self.rnn, h_n))
 
     def backward(self, dy):
-        dx, _ = self.rnn.backward_states(None, top_features_grad(self.rnn, self.head.backward(dy), self._h_shape))
+        dx, _ = self.rnn.backward_states(None, top_features_grad(self.rnn, self.head.backward(dy),
+                                                                        self._saved()["h_shape"]))
         return dx
 
 
@@ -78,7 +80,7 @@ class ManyToManyTagger(Module):
     def __init__(self, cell="lstm", input_size=1, hidden_size=32, num_classes=2, num_layers=1, bidirectional=False,
                  seed=None, **kw):
         super().__init__(**_common(kw))
-        rng = np.random.default_rng(seed)
+        rng = default_rng(seed)
         self.rnn = self.add_child("rnn", make_recurrent(cell, input_size, hidden_size, num_layers=num_layers,
                                                         bidirectional=bidirectional,
                                                         seed=int(rng.integers(2**31)), **kw))
@@ -105,7 +107,7 @@ class OneToManyGenerator(Module):
 
     def __init__(self, cell="gru", cond_size=2, hidden_size=32, output_size=1, feedback=False, seed=None, **kw):
         super().__init__(**_common(kw))
-        rng = np.random.default_rng(seed)
+        rng = default_rng(seed)
         self.output_size = output_size
         self.feedback = bool(feedback)
         self.init = self.add_child("init", Linear(cond_size, hidden_size, seed=int(rng.integers(2**31)),
@@ -117,8 +119,9 @@ class OneToManyGenerator(Module):
 
     def _state(self, v):
         """(h0,): the initial hidden state; an LSTM's c0 is zero."""
-        self._h0 = self.xp.tanh(self.init(v))[None]
-        return (self._h0,)
+        h0 = self.xp.tanh(self.init(v))[None]
+        self._save_for_backward(h0=h0)
+        return (h0,)
 
     def forward(self, v, targets):
         """Teacher-forced: targets (B, T, output_size); returns predictions of the same shape."""
@@ -130,7 +133,7 @@ class OneToManyGenerator(Module):
 
     def backward(self, dy):
         _, (dh0, *_) = self.rnn.backward_states(self.head.backward(dy))
-        self.init.backward(dh0[0] * (1 - self._h0[0] ** 2))
+        self.init.backward(dh0[0] * (1 - self._saved()["h0"][0] ** 2))
 
     def generate(self, v, steps):
         """Free-running: each step's prediction is the next step's input. Returns (B, steps, output_size)."""
@@ -156,7 +159,7 @@ class EncoderDecoder(Module):
     def __init__(self, cell="gru", src_vocab=12, tgt_vocab=12, embed_size=16, hidden_size=64, num_layers=1,
                  seed=None, **kw):
         super().__init__(**_common(kw))
-        rng = np.random.default_rng(seed)
+        rng = default_rng(seed)
 
         def s():
             return int(rng.integers(2**31))
@@ -214,7 +217,7 @@ class CharLM(Module):
     def __init__(self, vocab_size, cell="lstm", embed_size=32, hidden_size=128, num_layers=1, dropout=0.0,
                  seed=None, **kw):
         super().__init__(**_common(kw))
-        rng = np.random.default_rng(seed)
+        rng = default_rng(seed)
         self.vocab_size = vocab_size
         self.embed = self.add_child("embed", Embedding(vocab_size, embed_size, seed=int(rng.integers(2**31)),
                                                        **_common(kw)))

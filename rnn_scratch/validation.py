@@ -10,6 +10,9 @@ FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 
 
 def as_float_dtype(dtype, name="dtype") -> np.dtype:
+    """float32 or float64 from a name or dtype; None means the default, float32 (as torch's default dtype)."""
+    if dtype is None:
+        return np.dtype("float32")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -23,6 +26,14 @@ def check_positive_int(value, name, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_probability(value, name, upper_open=True):
+    """A float in [0, 1) (or [0, 1]); NumPy floats and ints are fine, bools are not."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not ok or not (0 <= value < 1 if upper_open else 0 <= value <= 1):
+        raise ValueError(f"{name} must be a probability in [0, {'1)' if upper_open else '1]'}, got {value!r}")
+    return float(value)
 
 
 def check_array(array, name, *, backend, dtype=None, ndim=None, shape=None, shape_doc=None, finite=False):
@@ -49,10 +60,10 @@ def check_array(array, name, *, backend, dtype=None, ndim=None, shape=None, shap
         if array.dtype.kind != "f":
             raise TypeError(f"{name} must be a floating array of dtype {dtype}, got dtype {array.dtype}")
         if array.dtype != dtype:
-            raise TypeError(
-                f"{name} has dtype {array.dtype} but the layer's parameters are {dtype}; "
-                f"cast it with {name}.astype('{dtype}') or create the layer with dtype='{array.dtype}'"
-            )
+            other = (f" or create the layer with dtype='{array.dtype}'" if array.dtype in FLOAT_DTYPES
+                     else " (layers are float32 or float64)")
+            raise TypeError(f"{name} has dtype {array.dtype} but the layer's parameters are {dtype}; "
+                            f"cast it with {name}.astype('{dtype}'){other}")
     if finite and array.size and not bool(_isfinite_all(array)):
         raise ValueError(f"{name} contains NaN or infinity")
     return array

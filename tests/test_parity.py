@@ -90,7 +90,7 @@ def test_finite_differences(combo, data, backend):
 def min_abs_preactivation(layer):
     """Smallest |W_ih x_t + b + W_hh h_{t-1}| over every step, layer and direction of the last forward."""
     smallest = np.inf
-    for layer_caches in layer._cache["caches"]:
+    for layer_caches in layer._saved()["caches"]:
         for cache in layer_caches:  # RNNCache
             params = cache.params
             a = cache.x @ params["weight_ih"].T + cache.h_prev @ params["weight_hh"].T

@@ -25,7 +25,7 @@ def x64(*shape):
     return np.random.default_rng(0).standard_normal(shape)
 
 
-@pytest.mark.parametrize("shape", [(5, 3), (5, 2, 3, 1), (3,)])
+@pytest.mark.parametrize("shape", [(5, 2, 3, 1), (3,)])  # (5, 3) is unbatched input, as torch allows
 def test_wrong_rank(lstm, shape):
     with pytest.raises(ValueError, match=r"x must be 3-D \(seq_len, batch, input_size=3\).*got shape"):
         lstm(x64(*shape))
@@ -33,7 +33,7 @@ def test_wrong_rank(lstm, shape):
 
 def test_wrong_rank_batch_first_names_layout(gru):
     with pytest.raises(ValueError, match=r"x must be 3-D \(batch, seq_len, input_size=3\)"):
-        gru(x64(2, 3))
+        gru(x64(2, 3, 3, 1))
 
 
 def test_wrong_feature_size(lstm):

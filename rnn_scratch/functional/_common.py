@@ -158,13 +158,17 @@ def span(steps: range) -> slice:
     return slice(min(steps), max(steps) + 1)
 
 
-def forward_setup(x, state, params, reverse):
+def forward_setup(x, state, params, reverse, mask):
     """The prologue of every whole-sequence forward.
 
-    Returns (xp, :class:`Sizes`, :class:`Weights`, :class:`TimeSlots`, and per state part a (T+1, B, H)
-    buffer holding the initial state in its slot).
+    Returns (xp, x, :class:`Sizes`, :class:`Weights`, :class:`TimeSlots`, and per state part a (T+1, B, H)
+    buffer holding the initial state in its slot). With a mask, the returned x is a copy that is zero at
+    padded steps: whatever the caller left there (even NaN) cannot reach a gradient through 0 * NaN in
+    the all-steps GEMMs.
     """
     xp, weights = array_module(x), unpack(params)
+    if mask is not None:
+        x = xp.where(mask, x, 0).astype(x.dtype, copy=False)
     sizes = _sizes(x, weights)
     slots = TimeSlots(sizes.T, reverse)
     buffers = []
@@ -172,7 +176,7 @@ def forward_setup(x, state, params, reverse):
         buf = xp.empty((sizes.T + 1, *part.shape), dtype=x.dtype)
         buf[slots.initial] = part
         buffers.append(buf)
-    return xp, sizes, weights, slots, tuple(buffers)
+    return xp, x, sizes, weights, slots, tuple(buffers)
 
 
 def backward_setup(cache: SequenceCache, dout, dstate_n, num_states: int):

@@ -103,7 +103,7 @@ def gru_forward(x, state, params, *, reverse=False, mask=None):
     r and z use sigma(a) = 1 / (1 + exp(-a)) on weights pre-scaled by -1 (one exp for both gates).
     Returns (out (T, B, H), (h_n,), :class:`GRUCache`).
     """
-    xp, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h,) = forward_setup(x, state, params, reverse)
+    xp, x, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h,) = forward_setup(x, state, params, reverse, mask)
     scale = xp.ones((3 * H, 1), dtype=x.dtype)
     scale[: 2 * H] = -1.0
     w_hh_s_t = (w_hh * scale).T.copy()

@@ -143,7 +143,7 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
 
     Returns (out (T, B, H), (h_n, c_n), :class:`LSTMCache`).
     """
-    xp, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h, c) = forward_setup(x, state, params, reverse)
+    xp, x, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h, c) = forward_setup(x, state, params, reverse, mask)
     perm, _ = _gate_permutation(xp, H)
     scale = xp.full((4 * H, 1), -1.0, dtype=x.dtype)  # sigmoid rows: exp(-a)
     scale[3 * H :] = -2.0  # g rows: tanh(a) = 2 sigma(2a) - 1

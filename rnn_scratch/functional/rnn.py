@@ -100,7 +100,7 @@ def rnn_forward(x, state, params, nonlinearity="tanh", *, reverse=False, mask=No
     The input projection of all steps is one GEMM; each step adds one GEMM (W_hh h_{t-1}) in place,
     then phi in place. Returns (out (T, B, H), (h_n,), :class:`RNNCache`).
     """
-    xp, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h,) = forward_setup(x, state, params, reverse)
+    xp, x, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h,) = forward_setup(x, state, params, reverse, mask)
     w_hh_t = w_hh.T
 
     def recur(rows):
