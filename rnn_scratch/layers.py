@@ -531,6 +531,16 @@ class LSTM(RNNBase):
         return super().backward(dout, dstate)
 
 
+def _without_mode(init):
+    """RNNBase.__init__'s signature without ``mode``: what LSTM(...) and GRU(...) take, for help() and for
+    recording their constructor arguments by name."""
+    sig = inspect.signature(init)
+    return sig.replace(parameters=[p for name, p in sig.parameters.items() if name != "mode"])
+
+
+LSTM.__init__.__signature__ = GRU.__init__.__signature__ = _without_mode(RNNBase.__init__)
+
+
 def make_layer(cell, input_size, hidden_size, **kwargs):
     """The layer for a cell name (``functional.CELL_CHOICES``: rnn_tanh (alias rnn), rnn_relu, lstm, gru)."""
     name = canonical_cell_name(cell)

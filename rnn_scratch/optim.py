@@ -18,22 +18,42 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .backend import array_module
 
 
+def _number(value, name, low=0.0, high=math.inf, low_open=False, high_open=True):
+    """A finite real number in [low, high) (or the open/closed variants), as a float; ValueError naming it."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if ok:
+        value = float(value)
+        ok = math.isfinite(value) and (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return value
+
+
 class Optimizer:
+    """Base: ``params`` (name, parameter, gradient) triples, a learning rate, a step count and per-parameter
+    state. ``hyperparameters`` are what the constructor took besides ``params`` (checkpoints store them)."""
+
     def __init__(self, params, lr):
         self.params = list(params)
         if not self.params:
             raise ValueError("params is empty: pass module.parameters()")
         for item in self.params:
-            if len(item) != 3:
+            if not isinstance(item, (tuple, list)) or len(item) != 3:
                 raise TypeError("params must be (name, parameter, gradient) triples, as module.parameters() gives")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
-        self.lr = float(lr)
+        self.lr = _number(lr, "lr", low_open=True)
         self.step_count = 0
         self.state: dict = {}
+
+    @property
+    def hyperparameters(self) -> dict:
+        raise NotImplementedError
 
     def zero_grad(self):
         for _, _, g in self.params:
@@ -46,19 +66,33 @@ class Optimizer:
             out[key] = value
         return out
 
-    def load_state_dict(self, state):
+    def check_state_dict(self, state):
+        """Check a state_dict (from :meth:`state_dict`) against this optimiser without changing anything;
+        ValueError naming the first key that does not fit."""
+        if not hasattr(state, "items"):
+            raise TypeError(f"optimizer state must be a mapping, got {type(state).__name__}")
+        keys = self._state_keys()
         for key, value in state.items():
             if key in ("step_count", "lr"):
+                if np.ndim(value) != 0:
+                    raise ValueError(f"optimizer state {key!r} must be a scalar, got shape {np.shape(value)}")
                 continue
-            if key not in self._state_keys():
-                raise ValueError(f"optimizer state has unexpected key {key!r}")
-            target = self.state.setdefault(key, self._zeros_for(key))
-            if tuple(target.shape) != tuple(value.shape):
-                raise ValueError(f"optimizer state {key!r} has shape {tuple(value.shape)}, "
-                                 f"expected {tuple(target.shape)}")
+            if key not in keys:
+                kind = key.split("/", 1)[0]
+                what = (f"state of another optimiser ({kind!r}; {type(self).__name__} keeps {self.state_kinds})"
+                        if kind not in self.state_kinds else "a parameter this optimiser does not have")
+                raise ValueError(f"optimizer state has unexpected key {key!r}: {what}")
+            expected = tuple(self._param(key.split("/", 1)[1]).shape)
+            if tuple(np.shape(value)) != expected:
+                raise ValueError(f"optimizer state {key!r} has shape {tuple(np.shape(value))}, expected {expected}")
+
+    def load_state_dict(self, state):
+        """Load a state_dict; it is checked whole (:meth:`check_state_dict`) before anything changes."""
+        self.check_state_dict(state)
         for key, value in state.items():
             if key not in ("step_count", "lr"):
-                self.state[key][...] = array_module(self.state[key]).asarray(value)
+                target = self.state.setdefault(key, self._zeros_for(key))
+                target[...] = array_module(target).asarray(value)
         self.step_count = int(state.get("step_count", 0))
         self.lr = float(state.get("lr", self.lr))
 
@@ -81,7 +115,15 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr)
-        self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
+        self.momentum = _number(momentum, "momentum")
+        self.weight_decay = _number(weight_decay, "weight_decay")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True requires momentum > 0 (torch's rule)")
+
+    @property
+    def hyperparameters(self):
+        return dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
 
     def step(self):
         self.step_count += 1
@@ -104,8 +146,16 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        self.beta1, self.beta2 = map(float, betas)
-        self.eps, self.weight_decay = float(eps), float(weight_decay)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.beta1 = _number(betas[0], "betas[0]", high=1.0)
+        self.beta2 = _number(betas[1], "betas[1]", high=1.0)
+        self.eps = _number(eps, "eps")
+        self.weight_decay = _number(weight_decay, "weight_decay")
+
+    @property
+    def hyperparameters(self):
+        return dict(lr=self.lr, betas=[self.beta1, self.beta2], eps=self.eps, weight_decay=self.weight_decay)
 
     def step(self):
         self.step_count += 1

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import rnn_scratch as rs
-from rnn_scratch import models
+from rnn_scratch import models, optim
 from rnn_scratch.gradcheck import relative_error
 
 
@@ -197,3 +197,26 @@ def test_lstm_backward_state_of_the_wrong_arity_is_named():
     out, _ = lstm(np.ones((2, 1, 2)))
     with pytest.raises(TypeError, match=r"state gradient for LSTM must be a tuple \(dh_n, dc_n\) or None"):
         lstm.backward(out, (np.zeros((1, 1, 3)),))
+
+
+# -- 15: optimiser settings are checked as torch checks them -----------------------------------------
+@pytest.mark.parametrize("make, match", [
+    (lambda p: optim.Adam(p, betas=(1.5, 0.999)), r"betas\[0\] must be a finite number in \[0, 1\)"),
+    (lambda p: optim.Adam(p, betas=(0.9, 1.0)), r"betas\[1\] must be a finite number in \[0, 1\)"),
+    (lambda p: optim.Adam(p, betas=0.9), r"betas must be a pair"),
+    (lambda p: optim.Adam(p, eps=-1), r"eps must be a finite number in \[0, inf\)"),
+    (lambda p: optim.Adam(p, weight_decay=-0.1), r"weight_decay must be"),
+    (lambda p: optim.Adam(p, lr=float("inf")), r"lr must be a finite number in \(0, inf\)"),
+    (lambda p: optim.Adam(p, lr=0), r"lr must be a finite number in \(0, inf\)"),
+    (lambda p: optim.SGD(p, momentum=-0.5), r"momentum must be a finite number in \[0, inf\)"),
+    (lambda p: optim.SGD(p, nesterov=True), r"nesterov=True requires momentum > 0"),
+    (lambda p: optim.SGD(p, lr="0.1"), r"lr must be a finite number"),
+])
+def test_optimizer_settings_are_checked(make, match):
+    params = rs.GRU(2, 3).parameters()
+    with pytest.raises(ValueError, match=match):
+        make(params)
+    for torch_make in (lambda p: torch.optim.Adam(p, betas=(1.5, 0.999)), lambda p: torch.optim.SGD(p, lr=0.1,
+                                                                                                     momentum=-0.5)):
+        with pytest.raises(ValueError):  # torch refuses the same
+            torch_make(torch.nn.GRU(2, 3).parameters())

@@ -10,7 +10,13 @@ import torch
 
 import rnn_scratch as rs
 from rnn_scratch import models
-from rnn_scratch.checkpoint import CheckpointError, load_checkpoint, load_torch_state_dict, save_checkpoint
+from rnn_scratch.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+    load_torch_state_dict,
+    save_checkpoint,
+)
 from rnn_scratch.gradcheck import gradcheck, numerical_gradient, relative_error
 from rnn_scratch.losses import mse, softmax_cross_entropy
 from rnn_scratch.optim import SGD, Adam, clip_grad_norm, clip_grad_value
@@ -255,7 +261,7 @@ def test_checkpoint_round_trip_exact(tmp_path):
     m2 = models.ManyToOneRegressor("lstm", 1, 4, 1, seed=99, dtype="float64")
     opt2 = Adam(m2.parameters(), lr=1e-2)
     meta = load_checkpoint(path, m2, opt2)
-    assert meta["epoch"] == 3 and meta["note"] == "hello" and meta["format_version"] == 1
+    assert meta["epoch"] == 3 and meta["note"] == "hello" and meta["format_version"] == FORMAT_VERSION
     for k, v in m.state_dict().items():
         assert np.array_equal(v, m2.state_dict()[k])
     # continuing training from the checkpoint is identical to never having stopped
