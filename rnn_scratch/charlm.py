@@ -31,37 +31,53 @@ def char_batches(ids, seq_len, batch_size, rng):
     return ids[idx], ids[idx + 1]
 
 
-def train_char_lm(args):
-    text = default_text() if args.text is None else open(args.text, encoding="utf-8").read()
+def train_char_lm(*, text=None, cell="lstm", hidden=128, seq_len=48, batch_size=32, epochs=40, lr=5e-3,
+                  temperature=0.7, sample_len=300, prefix="Shall I ", seed=0, dtype="float32", backend=None,
+                  out="out", show_progress=True):
+    """Train a :class:`~rnn_scratch.models.CharLM` on ``text`` (default: the sonnets shipped in the package).
+
+    Random windows of ``seq_len`` characters, softmax cross-entropy on the next character, Adam, gradient
+    clipping at norm 5; then a sample of ``sample_len`` characters after ``prefix``. Writes the loss plot
+    under ``out`` (None: no plot). Returns {"losses", "sample", "report", "model", "vocab"}.
+    """
+    text = default_text() if text is None else text
+    if len(text) < seq_len + 2:
+        raise ValueError(f"seq_len={seq_len} needs a text of at least {seq_len + 2} characters, got {len(text)}")
+    for name, value in (("hidden", hidden), ("seq_len", seq_len), ("batch_size", batch_size), ("epochs", epochs),
+                        ("sample_len", sample_len)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
     chars, index = build_vocab(text)
     ids = np.array([index[c] for c in text], dtype=np.int64)
-    rng = np.random.default_rng(args.seed)
-    model = CharLM(len(chars), cell=args.cell, hidden_size=args.hidden, seed=args.seed, dtype=args.dtype,
-                   backend=args.backend)
-    opt = Adam(model.parameters(), lr=args.lr)
-    steps_per_epoch = max(1, len(ids) // (args.seq_len * args.batch_size))
+    rng = np.random.default_rng(seed)
+    model = CharLM(len(chars), cell=cell, hidden_size=hidden, seed=seed, dtype=dtype, backend=backend)
+    opt = Adam(model.parameters(), lr=lr)
+    steps_per_epoch = max(1, len(ids) // (seq_len * batch_size))
     losses = []
-    bar = progress(range(args.epochs), desc="char", disable=args.no_progress)
-    for _ in bar:
-        total = 0.0
-        for _ in range(steps_per_epoch):
-            xb, yb = (to_backend(a, model.backend) for a in char_batches(ids, args.seq_len, args.batch_size, rng))
-            opt.zero_grad()
-            logits, _ = model(xb)
-            loss, dlogits = softmax_cross_entropy(logits, yb)
-            model.backward(dlogits)
-            clip_grad_norm(opt.params, 5.0)
-            opt.step()
-            total += loss
-        losses.append(total / steps_per_epoch)
-        bar.set(loss=losses[-1])
-    prefix = "Shall I "
-    sample = model.sample([index.get(c, 0) for c in prefix], args.sample_len, args.temperature, rng)
+    with progress(range(epochs), desc="char", disable=not show_progress) as bar:
+        for _ in bar:
+            total = 0.0
+            for _ in range(steps_per_epoch):
+                xb, yb = (to_backend(a, model.backend) for a in char_batches(ids, seq_len, batch_size, rng))
+                opt.zero_grad()
+                logits, _ = model(xb)
+                loss, dlogits = softmax_cross_entropy(logits, yb)
+                model.backward(dlogits)
+                clip_grad_norm(opt.params, 5.0)
+                opt.step()
+                total += loss
+            losses.append(total / steps_per_epoch)
+            bar.set(loss=losses[-1])
+    sample = model.sample([index.get(c, 0) for c in prefix], sample_len, temperature, rng)
     text_out = prefix + "".join(chars[i] for i in sample)
-    path = plot_loss(os.path.join(args.out, "char_loss.png"), losses, title=f"char-level {args.cell}",
-                     ylabel="cross-entropy (nats/char)")
-    report = (f"{len(text)} characters, vocabulary {len(chars)}; {args.cell} hidden {args.hidden}, "
+    report = (f"{len(text)} characters, vocabulary {len(chars)}; {cell} hidden {hidden}, "
               f"{model.num_parameters()} parameters\n"
               f"loss: {losses[0]:.3f} -> {losses[-1]:.3f} nats/char (uniform would be {np.log(len(chars)):.3f})\n"
-              f"sample (temperature {args.temperature}):\n{text_out}\n\nwrote {path}")
-    return {"losses": losses, "sample": text_out, "report": report, "model": model}
+              f"sample (temperature {temperature}):\n{text_out}")
+    if out is not None:
+        path = os.path.join(out, "char_loss.png")
+        plot_loss(losses, title=f"char-level {cell}", ylabel="cross-entropy (nats/char)", path=path)
+        report += f"\n\nwrote {path}"
+    return {"losses": losses, "sample": text_out, "report": report, "model": model, "vocab": chars}

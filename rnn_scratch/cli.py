@@ -1,12 +1,17 @@
 """Command line: ``python -m rnn_scratch <command>`` or ``rnn-scratch <command>``.
 
-Every command takes ``--backend``, ``--dtype``, ``--seed`` and ``--out DIR``.
+Every option a command lists acts; values are checked before any work starts, and an expected error
+(a bad value, a missing GPU, an unwritable folder, a file that is not a checkpoint...) prints one line
+on stderr and exits 1 (2 for a usage error); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
 
 from .functional.sequence import CELL_CHOICES
 
@@ -20,25 +25,75 @@ def command(name, help_text):
     return register
 
 
-def _common(parser, dtype="float32"):
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
-                        help="array backend (default: $RNN_SCRATCH_BACKEND, else cupy if a GPU is usable, else numpy)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default=dtype, help=f"default {dtype}")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", default="out", help="directory for plots and results (default ./out)")
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (``prog: error: message``) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- argument types: each refuses what would silently do nothing or crash later --------------------
+def int_at_least(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+positive_float.__name__ = "number > 0"
+
+
+def _common(parser, *, backend=True, dtype=None, seed=True, out=True):
+    """The options a command acts on: --backend, --dtype (default ``dtype``), --seed, --out; always --debug."""
+    if backend:
+        parser.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                            help="array backend (default: $RNN_SCRATCH_BACKEND, else cupy if a GPU is usable, "
+                                 "else numpy)")
+    if dtype:
+        parser.add_argument("--dtype", choices=["float32", "float64"], default=dtype, help=f"default {dtype}")
+    if seed:
+        parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
+    if out:
+        parser.add_argument("--out", default="out", help="folder for plots and results (default ./out)")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback")
+
+
+def _writable_folder(path):
+    """Make ``path`` if needed and check that a file can be written there, before any work."""
+    os.makedirs(path, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".rnn_scratch-write-check-"):
+        pass
+    return path
 
 
 def _layer_args(parser):
     parser.add_argument("--cell", choices=CELL_CHOICES, default="lstm")
-    parser.add_argument("--input-size", type=int, default=3)
-    parser.add_argument("--hidden", type=int, default=4)
-    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--input-size", type=int_at_least(1), default=3)
+    parser.add_argument("--hidden", type=int_at_least(1), default=4)
+    parser.add_argument("--layers", type=int_at_least(1), default=1)
     parser.add_argument("--bidirectional", action="store_true")
     parser.add_argument("--batch-first", action="store_true")
     parser.add_argument("--no-bias", action="store_true")
-    parser.add_argument("--seq-len", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=3)
-    parser.add_argument("--lengths", type=int, nargs="+", default=None, help="one length per batch element")
+    parser.add_argument("--seq-len", type=int_at_least(1), default=5)
+    parser.add_argument("--batch", type=int_at_least(1), default=3)
+    parser.add_argument("--lengths", type=int_at_least(1), nargs="+", default=None,
+                        help="one length per batch element, each in 1..seq-len")
 
 
 def _build_layer(args, dtype):
@@ -49,21 +104,23 @@ def _build_layer(args, dtype):
                       dtype=dtype, backend=args.backend, seed=args.seed)
 
 
+# -- demo -------------------------------------------------------------------------------------------
 @command("demo", "run each layer forward and backward and print the finite-difference check (default)")
 def cmd_demo(args):
     import numpy as np
 
-    from . import layers
     from .backend import to_backend
     from .gradcheck import check_layer
+    from .layers import make_layer
 
     rng = np.random.default_rng(args.seed)
     print("rnn_scratch demo: forward, hand-written BPTT, and central finite differences (float64)\n")
     ok = True
-    for cls, name in ((layers.RNN, "RNN (tanh)"), (layers.LSTM, "LSTM"), (layers.GRU, "GRU")):
-        layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", backend=args.backend, seed=args.seed)
+    for cell, name in (("rnn_tanh", "RNN (tanh)"), ("lstm", "LSTM"), ("gru", "GRU")):
+        layer = make_layer(cell, 3, 4, num_layers=2, bidirectional=True, dtype="float64", backend=args.backend,
+                           seed=args.seed)
         x = to_backend(rng.standard_normal((6, 2, 3)), layer.backend)
-        out, state = layer(x, lengths=np.array([6, 4]))
+        out, _ = layer(x, lengths=np.array([6, 4]))
         dx, _ = layer.backward(layer.xp.ones_like(out))
         print(f"== {name}: {layer!r}")
         print(f"   x {tuple(x.shape)} -> out {tuple(out.shape)}, dx {tuple(dx.shape)}, "
@@ -74,19 +131,26 @@ def cmd_demo(args):
     return 0 if ok else 1
 
 
-@command("gradcheck", "finite-difference table for any layer configuration")
+cmd_demo.options = dict(dtype=None, out=False)
+
+
+# -- gradcheck --------------------------------------------------------------------------------------
+@command("gradcheck", "finite-difference table for any layer configuration (float64)")
 def cmd_gradcheck(args):
     import numpy as np
 
     from .backend import to_backend
     from .gradcheck import check_layer
+    from .validation import check_lengths
 
+    lengths = None
+    if args.lengths is not None:
+        lengths = check_lengths(np.array(args.lengths), batch=args.batch, seq_len=args.seq_len)
     layer = _build_layer(args, "float64")
     rng = np.random.default_rng(args.seed)
     shape = (args.batch, args.seq_len, args.input_size) if args.batch_first else (args.seq_len, args.batch,
                                                                                    args.input_size)
     x = to_backend(rng.standard_normal(shape), layer.backend)
-    lengths = None if args.lengths is None else np.array(args.lengths)
     sshape = (args.layers * layer.num_directions, args.batch, args.hidden)
     states = tuple(to_backend(0.5 * rng.standard_normal(sshape), layer.backend) for _ in layer.cell.state_names)
     print(repr(layer))
@@ -95,79 +159,87 @@ def cmd_gradcheck(args):
     return 0 if report.passed else 1
 
 
-SINE_PRESETS = {
-    # the reference setup: vanilla tanh RNN, hidden 50, Adam lr 1e-3, 30 full-batch epochs, MSE
-    "seed": dict(cell="rnn", hidden=50, lr=1e-3, epochs=30, batch_size=None),
-    # trains to a 50-step forecast MSE well below 1e-3 in seconds
-    "default": dict(cell="gru", hidden=32, lr=5e-3, epochs=40, batch_size=64),
-}
+cmd_gradcheck.add_arguments = _layer_args
+cmd_gradcheck.options = dict(dtype=None, out=False)
 
 
+# -- sine: the main job -----------------------------------------------------------------------------
 def _sine_arguments(p):
+    from .training import SINE_PRESETS
+
     p.add_argument("--preset", choices=sorted(SINE_PRESETS), default="default",
-                   help="seed: the reference setup exactly; default: trains to forecast MSE < 1e-3")
+                   help="seed: the reference tutorial exactly; default: trains to forecast MSE < 1e-3")
     p.add_argument("--cell", choices=CELL_CHOICES, help="override the preset's cell")
-    p.add_argument("--hidden", type=int, help="override the preset's hidden size")
-    p.add_argument("--epochs", type=int, help="override the preset's epochs")
-    p.add_argument("--lr", type=float, help="override the preset's Adam learning rate")
-    p.add_argument("--batch-size", type=int, help="mini-batch size (0 = full batch)")
-    p.add_argument("--samples", type=int, default=1000, help="length of the training series (default 1000)")
-    p.add_argument("--window", type=int, default=20, help="input window length (default 20)")
-    p.add_argument("--horizon", type=int, default=50, help="forecast steps (default 50)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--hidden", type=int_at_least(1), help="override the preset's hidden size")
+    p.add_argument("--epochs", type=int_at_least(1), help="override the preset's epochs")
+    p.add_argument("--lr", type=positive_float, help="override the preset's Adam learning rate")
+    p.add_argument("--batch-size", type=int_at_least(0), help="mini-batch size (0 = full batch)")
+    p.add_argument("--windows", type=int_at_least(1), default=1000,
+                   help="training windows N (default 1000): t = linspace(0, N+L, N+L), data = sin(t)")
+    p.add_argument("--window", type=int_at_least(1), default=20, help="window length L (default 20)")
+    p.add_argument("--horizon", type=int_at_least(1), default=50,
+                   help="forecast steps, from window 0, scored against the targets of windows 0.. (default 50)")
+    p.add_argument("--forecast-state", choices=["carry", "reset"],
+                   help="carry: each forecast call starts from the previous call's final hidden state (the "
+                        "tutorial's loop, the seed preset's default); reset: from zeros (the default preset's)")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch lines")
 
 
-@command("sine", "train a forecaster on a sine wave, forecast 50 steps, write the plots (the main job)")
+@command("sine", "train a forecaster on the tutorial's sine windows, forecast 50 steps, write the plots (main job)")
 def cmd_sine(args):
-    import numpy as np
-
-    from .backend import to_backend
-    from .models import ManyToOneRegressor
-    from .optim import Adam
     from .plots import plot_forecast, plot_loss
-    from .training import fit, forecast, sine_series, sliding_windows
+    from .training import SINE_PRESETS, sine_experiment
 
     cfg = dict(SINE_PRESETS[args.preset])
-    for key in ("cell", "hidden", "epochs", "lr"):
+    for key in ("cell", "hidden", "epochs", "lr", "batch_size", "forecast_state"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    if args.batch_size is not None:
-        cfg["batch_size"] = args.batch_size or None
-    series = sine_series(args.samples, args.horizon)
-    train, truth = series[: args.samples], series[args.samples:]
-    x, y = sliding_windows(train, args.window)
-    model = ManyToOneRegressor(cfg["cell"], 1, cfg["hidden"], 1, seed=args.seed, dtype=args.dtype,
-                               backend=args.backend)
-    print(f"sine: {args.samples} samples, windows of {args.window} -> {len(x)} examples; "
+    cfg["batch_size"] = cfg["batch_size"] or None  # 0: full batch
+    if args.horizon > args.windows:
+        raise ValueError(f"--horizon {args.horizon} is scored against the targets of the first windows: it must "
+                         f"be at most --windows {args.windows}")
+    n_points = args.windows + args.window
+    print(f"sine: {args.windows} windows of {args.window} (t = linspace(0, {n_points}, {n_points}), sin(t)); "
           f"{cfg['cell']} hidden {cfg['hidden']}, Adam lr {cfg['lr']}, {cfg['epochs']} epochs, "
-          f"batch {cfg['batch_size'] or 'full'}, {model.num_parameters()} parameters, backend {model.backend}")
-    xb, yb = (to_backend(a.astype(args.dtype), model.backend) for a in (x, y))
-    losses = fit(model, xb, yb, Adam(model.parameters(), lr=cfg["lr"]), epochs=cfg["epochs"],
-                 batch_size=cfg["batch_size"], seed=args.seed, show_progress=not args.no_progress)
-    pred = forecast(model, train[-args.window:, None], args.horizon)
-    mse = float(np.mean((pred - truth) ** 2))
-    title = f"{cfg['cell']} (preset {args.preset}): {args.horizon}-step forecast, MSE {mse:.2e}"
-    f1 = plot_forecast(f"{args.out}/sine_forecast.png", train[-100:], truth, pred, title)
-    f2 = plot_loss(f"{args.out}/sine_loss.png", losses, title=f"training loss ({cfg['cell']}, preset {args.preset})")
-    print(f"final training loss {losses[-1]:.3e}")
+          f"batch {cfg['batch_size'] or 'full'}, forecast with {cfg['forecast_state']} state")
+
+    def report(epoch, loss):
+        if not args.no_progress:
+            print(f"Epoch {epoch}, Loss: {loss:.4f}", flush=True)
+
+    result = sine_experiment(**cfg, windows=args.windows, window=args.window, horizon=args.horizon, seed=args.seed,
+                             dtype=args.dtype, backend=args.backend, on_epoch=report)
+    mse, losses = result["mse"], result["losses"]
+    title = ("RNN Time-Series Forecasting vs Original Sine Wave" if args.preset == "seed"
+             else f"{cfg['cell']}: {args.horizon}-step forecast from window 0, MSE {mse:.2e}")
+    f1 = os.path.join(args.out, "sine_forecast.png")
+    f2 = os.path.join(args.out, "sine_loss.png")
+    plot_forecast(result["truth"], result["forecast"], title=title, path=f1,
+                  truth_label="original (targets of windows 0..)",
+                  prediction_label=f"forecast ({cfg['forecast_state']} state)")
+    plot_loss(losses, title=f"training loss ({cfg['cell']}, preset {args.preset})", path=f2, start=0)
+    print(f"{result['model'].num_parameters()} parameters, backend {result['model'].backend}; "
+          f"final training loss {losses[-1]:.3e}")
     print(f"wrote {f1} and {f2}")
-    print(f"forecast MSE over {args.horizon} steps: {mse:.3e}")
+    print(f"forecast MSE over {args.horizon} steps ({cfg['forecast_state']} state): {mse:.3e}")
     return 0
 
 
 cmd_sine.add_arguments = _sine_arguments
+cmd_sine.options = dict(dtype="float32")
 
 
+# -- char -------------------------------------------------------------------------------------------
 def _char_arguments(p):
     p.add_argument("--text", default=None, help="text file (default: the Shakespeare sonnets shipped in the package)")
     p.add_argument("--cell", choices=CELL_CHOICES, default="lstm")
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--seq-len", type=int, default=48)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--lr", type=float, default=5e-3)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--sample-len", type=int, default=300)
+    p.add_argument("--hidden", type=int_at_least(1), default=128)
+    p.add_argument("--seq-len", type=int_at_least(1), default=48)
+    p.add_argument("--batch-size", type=int_at_least(1), default=32)
+    p.add_argument("--epochs", type=int_at_least(1), default=40)
+    p.add_argument("--lr", type=positive_float, default=5e-3)
+    p.add_argument("--temperature", type=positive_float, default=0.7)
+    p.add_argument("--sample-len", type=int_at_least(1), default=300)
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -175,22 +247,35 @@ def _char_arguments(p):
 def cmd_char(args):
     from .charlm import train_char_lm
 
-    result = train_char_lm(args)
+    text = None
+    if args.text is not None:
+        with open(args.text, encoding="utf-8") as f:
+            text = f.read()
+    result = train_char_lm(text=text, cell=args.cell, hidden=args.hidden, seq_len=args.seq_len,
+                           batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, temperature=args.temperature,
+                           sample_len=args.sample_len, seed=args.seed, dtype=args.dtype, backend=args.backend,
+                           out=args.out, show_progress=not args.no_progress)
     print(result["report"])
     return 0
 
 
 cmd_char.add_arguments = _char_arguments
+cmd_char.options = dict(dtype="float32")
 
 
+# -- bench ------------------------------------------------------------------------------------------
 def _bench_arguments(p):
+    from .benchmark import BACKENDS, GRID
+
     p.add_argument("--quick", action="store_true", help="few sizes and repeats (CI)")
-    p.add_argument("--sizes", nargs="+", help="grid rows: seed tiny mid large xl (default all; quick: seed tiny mid)")
-    p.add_argument("--cells", nargs="+", default=["rnn_tanh", "lstm", "gru"])
-    p.add_argument("--backends", nargs="+", help="numpy cupy torch_cpu torch_cuda (default: all present)")
-    p.add_argument("--sweep-max", type=int, default=2048, help="largest H of the hidden-size sweep (0: no sweep)")
-    p.add_argument("--name", help="results file name: benchmarks/results/bench_NAME.json (default cpu or gpu)")
-    p.add_argument("--repeat", type=int, help="timed repeats per case (default 9; quick 3)")
+    p.add_argument("--sizes", nargs="+", choices=list(GRID),
+                   help="grid rows (default all; quick: seed tiny mid)")
+    p.add_argument("--cells", nargs="+", choices=CELL_CHOICES, default=["rnn_tanh", "lstm", "gru"])
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, help="default: all present")
+    p.add_argument("--sweep-max", type=int_at_least(0), default=None,
+                   help="largest H of the hidden-size sweep (0: no sweep; default 2048, quick 256)")
+    p.add_argument("--name", help="results file name: OUT/bench_NAME.json (default cpu or gpu)")
+    p.add_argument("--repeat", type=int_at_least(1), help="timed repeats per case (default 9; quick 3)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -198,12 +283,15 @@ def _bench_arguments(p):
 def cmd_bench(args):
     from . import benchmark
 
-    sweep = args.sweep_max > 0
-    if sweep:
-        benchmark.SWEEP_H = tuple(h for h in benchmark.SWEEP_H if h <= args.sweep_max)
-    result = benchmark.run(sizes=args.sizes, cells=args.cells, backends=args.backends, sweep=sweep,
-                           quick=args.quick, dtype=args.dtype, show_progress=not args.no_progress,
-                           repeat=args.repeat)
+    if args.name is not None and (not args.name or os.sep in args.name or args.name.startswith(".")):
+        raise ValueError(f"--name must be a plain file-name part, got {args.name!r}")
+    available = benchmark.available_backends()
+    missing = sorted(set(args.backends or ()) - set(available))
+    if missing:
+        raise ValueError(f"backends {missing} are not available here (available: {available})")
+    result = benchmark.run(sizes=args.sizes, cells=args.cells, backends=args.backends,
+                           sweep_max=args.sweep_max, quick=args.quick, dtype=args.dtype,
+                           show_progress=not args.no_progress, repeat=args.repeat, seed=args.seed)
     result["command"] = "python -m rnn_scratch bench " + " ".join(sys.argv[2:])
     path = benchmark.save(result, args.out, args.name)
     text = benchmark.table(result)
@@ -215,17 +303,20 @@ def cmd_bench(args):
 
 
 cmd_bench.add_arguments = _bench_arguments
+cmd_bench.options = dict(dtype="float32")
 
 
+# -- gradflow ---------------------------------------------------------------------------------------
 def _gradflow_arguments(p):
-    p.add_argument("--steps", type=int, default=200, help="sequence length T (default 200)")
-    p.add_argument("--radii", type=float, nargs="+", default=[0.5, 1.0, 1.5],
+    p.add_argument("--steps", type=int_at_least(2), default=200, help="sequence length T (default 200)")
+    p.add_argument("--radii", type=positive_float, nargs="+", default=[0.5, 1.0, 1.5],
                    help="spectral radii of the recurrent weights (default 0.5 1.0 1.5)")
-    p.add_argument("--epochs", type=int, default=20, help="epochs for the training heat map (default 20)")
+    p.add_argument("--epochs", type=int_at_least(1), default=20, help="epochs for the training heat map (default 20)")
     p.add_argument("--no-progress", action="store_true")
 
 
-@command("gradflow", "vanishing and exploding gradients through time: RNN vs LSTM vs GRU, plots and horizons")
+@command("gradflow", "vanishing and exploding gradients through time: RNN vs LSTM vs GRU, plots and horizons "
+                     "(float64, NumPy)")
 def cmd_gradflow(args):
     from .analysis import experiments as ex
 
@@ -246,29 +337,56 @@ def cmd_gradflow(args):
 
 
 cmd_gradflow.add_arguments = _gradflow_arguments
+cmd_gradflow.options = dict(backend=False, dtype=None)
 
 
+# -- the parser and the error handler ---------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(
+    from . import __version__
+
+    parser = _Parser(
         prog="rnn-scratch",
         description="Recurrent networks from scratch (NumPy/CuPy) with hand-written BPTT. "
                     "With no command, runs the demo.")
-    sub = parser.add_subparsers(dest="command", metavar="command")
+    parser.add_argument("--version", action="version", version=f"rnn-scratch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
     for name, (fn, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == "gradcheck":
-            _layer_args(p)
         extra = getattr(fn, "add_arguments", None)
         if extra:
             extra(p)
-        _common(p, dtype="float64" if name in ("demo", "gradcheck") else "float32")
+        _common(p, **getattr(fn, "options", {}))
         p.set_defaults(func=fn)
     return parser
 
 
+def expected_errors():
+    """The errors that mean "this cannot be done as asked", reported in one line, not as a crash."""
+    from .backend import BackendUnavailableError
+
+    return (ValueError, TypeError, OSError, MemoryError, BackendUnavailableError)
+
+
 def main(argv=None):
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["demo", *argv]
     args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["demo", *(argv if argv is not None else sys.argv[1:])])
-    return args.func(args)
+    try:
+        if getattr(args, "backend", None) is not None:
+            from .backend import resolve_backend
+
+            resolve_backend(args.backend)  # a missing GPU is said now, not after the work
+        if getattr(args, "out", None) is not None:
+            _writable_folder(args.out)
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"rnn-scratch {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except expected_errors() as exc:
+        if args.debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"rnn-scratch {args.command}: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 1

@@ -64,9 +64,17 @@ class ManyToOneRegressor(Module):
                                                   seed=int(rng.integers(2**31)), **_common(kw)))
 
     def forward(self, x, lengths=None):
-        _, (h_n, *_) = self.rnn.forward_states(x, lengths=lengths)
+        return self.forward_with_state(x, lengths=lengths)[0]
+
+    def forward_with_state(self, x, state=None, lengths=None):
+        """``y`` and the recurrent layer's final state tuple, starting from ``state`` (None: zeros).
+
+        What a forecast that carries the hidden state from call to call needs; backward as after forward.
+        """
+        _, final = self.rnn.forward_states(x, state, lengths=lengths)
+        h_n = final[0]
         self._save_for_backward(h_shape=h_n.shape)
-        return self.head(top_features(self.rnn, h_n))
+        return self.head(top_features(self.rnn, h_n)), final
 
     def backward(self, dy):
         dx, _ = self.rnn.backward_states(None, top_features_grad(self.rnn, self.head.backward(dy),

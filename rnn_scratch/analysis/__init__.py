@@ -4,10 +4,11 @@ from .gradflow import (
     GradientTrace,
     jacobian_products,
     set_spectral_radius,
+    spectral_norms,
     step_jacobians,
     trace_gradients,
     vanishing_horizon,
 )
 
-__all__ = ["GradientTrace", "jacobian_products", "set_spectral_radius", "step_jacobians", "trace_gradients",
-           "vanishing_horizon"]
+__all__ = ["GradientTrace", "jacobian_products", "set_spectral_radius", "spectral_norms", "step_jacobians",
+           "trace_gradients", "vanishing_horizon"]

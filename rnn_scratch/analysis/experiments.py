@@ -99,12 +99,11 @@ def clipping_on_exploding_run(radius=3.0, epochs=30, clip=1.0, seed=0, lr=1e-2):
 
 
 def plot_all(out_dir, distance, heat, clipping):
-    from ..plots import _plt, _save
+    from ..plots import new_figure, save_figure
 
-    plt = _plt()
     radii = sorted({r for _, r in distance})
     cells = sorted({c for c, _ in distance}, key=CELLS.index)
-    fig, axes = plt.subplots(1, len(radii), figsize=(4.2 * len(radii), 3.6), sharey=True, squeeze=False)
+    fig, axes = new_figure(1, len(radii), figsize=(4.2 * len(radii), 3.6), sharey=True, squeeze=False)
     for ax, radius in zip(axes[0], radii):
         for cell in cells:
             r = distance[(cell, radius)]
@@ -116,9 +115,9 @@ def plot_all(out_dir, distance, heat, clipping):
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("||dL/dh_{T-k}|| / ||dL/dh_T||")
     axes[0][0].legend(fontsize=8)
-    p1 = _save(fig, os.path.join(out_dir, "gradflow_distance.png"))
+    p1 = save_figure(fig, os.path.join(out_dir, "gradflow_distance.png"))
 
-    fig, axes = plt.subplots(1, len(heat), figsize=(4.2 * len(heat), 3.4), squeeze=False)
+    fig, axes = new_figure(1, len(heat), figsize=(4.2 * len(heat), 3.4), squeeze=False)
     for ax, (cell, (rows, _)) in zip(axes[0], heat.items()):
         im = ax.imshow(np.log10(np.maximum(rows, 1e-30)), aspect="auto", origin="lower", cmap="viridis",
                        vmin=-8, vmax=1)
@@ -126,9 +125,9 @@ def plot_all(out_dir, distance, heat, clipping):
         ax.set_xlabel("steps back from the last step")
         ax.set_ylabel("epoch")
         fig.colorbar(im, ax=ax)
-    p2 = _save(fig, os.path.join(out_dir, "gradflow_training_heatmap.png"))
+    p2 = save_figure(fig, os.path.join(out_dir, "gradflow_training_heatmap.png"))
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, (a1, a2) = new_figure(1, 2, figsize=(9, 3.4))
     for label, (losses, norms) in clipping.items():
         a1.semilogy(range(1, len(losses) + 1), losses, label=label)
         a2.semilogy(range(1, len(norms) + 1), norms, label=label)
@@ -138,7 +137,7 @@ def plot_all(out_dir, distance, heat, clipping):
         a.set_xlabel("epoch")
         a.legend(fontsize=8)
         a.grid(True, which="both", alpha=0.3)
-    p3 = _save(fig, os.path.join(out_dir, "gradflow_clipping.png"))
+    p3 = save_figure(fig, os.path.join(out_dir, "gradflow_clipping.png"))
     return [p1, p2, p3]
 
 
