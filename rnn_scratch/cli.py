@@ -201,7 +201,8 @@ def cmd_sine(args):
     n_points = args.windows + args.window
     print(f"sine: {args.windows} windows of {args.window} (t = linspace(0, {n_points}, {n_points}), sin(t)); "
           f"{cfg['cell']} hidden {cfg['hidden']}, Adam lr {cfg['lr']}, {cfg['epochs']} epochs, "
-          f"batch {cfg['batch_size'] or 'full'}, forecast with {cfg['forecast_state']} state")
+          f"batch {cfg['batch_size'] or 'full'}, forecast with {cfg['forecast_state']} state, {args.dtype}, "
+          f"seed {args.seed}")
 
     def report(epoch, loss):
         if not args.no_progress:

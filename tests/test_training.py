@@ -346,7 +346,7 @@ def _run(*args):
 
 
 def test_cli_sine(tmp_path):
-    out = _run("-m", "rnn_scratch", "sine", "--epochs", "3", "--out", str(tmp_path), "--no-progress")
+    out = _run("-m", "rnn_scratch", "sine", "--epochs", "3", "--out", str(tmp_path))
     assert "forecast MSE over 50 steps" in out
     assert (tmp_path / "sine_forecast.png").stat().st_size > 10_000
     assert (tmp_path / "sine_loss.png").exists()
@@ -375,6 +375,8 @@ def test_cli_help_lists_commands():
         assert name in out
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [None, "numpy"], ids=["auto", "numpy"])
 @pytest.mark.parametrize("script, args", [
     ("sine_forecast.py", ["--epochs", "2"]),
     ("char_rnn.py", ["--epochs", "1"]),
@@ -383,6 +385,8 @@ def test_cli_help_lists_commands():
     ("one_to_many.py", ["--epochs", "1"]),
     ("vanishing_gradients.py", ["--steps", "60"]),
 ])
-def test_examples_run(script, args, tmp_path):
-    _run(os.path.join("examples", script), *args, "--out", str(tmp_path))
+def test_examples_run(script, args, backend, tmp_path):
+    """Every example runs unchanged with the backend chosen automatically (CuPy where a GPU works) and with NumPy."""
+    _run(os.path.join("examples", script), *args, *([] if backend is None else ["--backend", backend]),
+         "--out", str(tmp_path))
     assert any(p.suffix == ".png" for p in tmp_path.iterdir())
