@@ -1,4 +1,5 @@
-"""The fast sequence kernels agree with the readable step functions looped over time (float64, < 1e-12)."""
+"""The fast sequence kernels agree with the readable step functions looped over time (float64), within a
+rounding-error bound derived from the formulation (:func:`rounding_bound`)."""
 
 import contextlib
 import os
@@ -18,7 +19,6 @@ from rnn_scratch.functional import (
     sequence_backward,
     sequence_forward,
 )
-from rnn_scratch.gradcheck import relative_error
 from rnn_scratch.testing import CELLS, examples
 
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
@@ -35,6 +35,32 @@ def forced_blocks(threads, chunk=1 << 18):
     finally:
         _parallel.set_num_threads(None)
         _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS = saved
+
+
+ROUNDING_MULTIPLE = 32
+
+
+def rounding_bound(tensor, T, I, H, m, signal):
+    """The largest |fast - reference| that rounding alone explains, for one float64 tensor.
+
+    Both paths evaluate the same formulas; they differ in the order of GEMM sums (all steps at once or
+    step by step), in the grouping of a few products (the LSTM backward's forward-known factors) and in
+    the order of the weight-gradient sum over steps. Each step's pre-activation is a dot product of
+    I + H + 2 terms, each bounded by m * max(m * signal, |value|) where m = max(1, |x|, |W|, |b|, |h0|)
+    is the scale of the inputs, signal is 1 for forward quantities and max(|dout|, |dstate_n|) for
+    gradients, and |value| is the tensor's own magnitude (a relu RNN's states grow with it); a dot
+    product of k terms is off by at most k u sum|terms| (u = 2^-53), a step adds about 8 elementwise
+    roundings, and T steps add their errors up. So
+
+        |fast - reference| <= C * u * T (I + H + 8) * m * max(m * signal, |value|),
+
+    C = 32. Measured worst C needed: 5.5 over 48 000 random configurations (T <= 8, H <= 7, weights
+    up to 3 standard deviations of 3; ``python benchmarks/fast_path_accuracy.py``). A relative 1e-12
+    was the wrong test: through a saturated gate, 1 - n^2 keeps only its absolute accuracy (u), so a
+    gradient of 1e-7 from an O(1) signal is right to 1e-16 absolute and 1e-9 relative in both paths.
+    """
+    u = np.finfo(np.float64).eps / 2
+    return ROUNDING_MULTIPLE * u * T * (I + H + 8) * m * max(m * signal, float(np.abs(tensor).max(initial=0.0)))
 
 
 @settings(max_examples=examples(60))
@@ -63,11 +89,17 @@ def test_fast_path_matches_reference(cell, T, B, I, H, bias, reverse, padded, se
         dx_f, d0_f, dp_f = sequence_backward(cell, dout, dstate, cache_f)
     out_r, st_r, cache_r = reference_forward(cell, x, state, params, reverse=reverse, mask=mask)
     dx_r, d0_r, dp_r = reference_backward(cell, dout, dstate, cache_r)
-    pairs = [(out_f, out_r), (dx_f, dx_r), *zip(st_f, st_r), *zip(d0_f, d0_r)]
-    pairs += [(dp_f[k], dp_r[k]) for k in dp_r]
     assert set(dp_f) == set(dp_r)
-    worst = max(relative_error(a, b) for a, b in pairs)
-    assert worst < 1e-12, worst
+    m = max([1.0, np.abs(x).max()] + [np.abs(v).max() for v in params.values() if v is not None]
+            + [np.abs(s).max() for s in state])
+    signal = max([np.abs(dout).max()] + [np.abs(d).max() for d in dstate])
+    forward = [("out", out_f, out_r), *((f"state{k}", a, b) for k, (a, b) in enumerate(zip(st_f, st_r)))]
+    backward = [("dx", dx_f, dx_r), *((f"dstate{k}", a, b) for k, (a, b) in enumerate(zip(d0_f, d0_r))),
+                *((k, dp_f[k], dp_r[k]) for k in dp_r)]
+    for (name, fast, ref), sig in [(f, 1.0) for f in forward] + [(b, signal) for b in backward]:
+        diff = float(np.abs(fast - ref).max(initial=0.0))
+        bound = rounding_bound(ref, T, I, H, m, sig)
+        assert diff <= bound, f"{name}: |fast - reference| {diff:.3g} > bound {bound:.3g}"
 
 
 def test_float32_stays_float32():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rnn_scratch.backend import to_backend
+from rnn_scratch.backend import to_backend, to_numpy
 from rnn_scratch.gradcheck import check_layer, relative_error
 from rnn_scratch.testing import CELLS, examples, layer_configs, layer_inputs
 
@@ -18,10 +18,12 @@ GRID = list(itertools.product(CELLS, (1, 2, 3), (False, True), (False, True), (F
                               (False, True)))
 IDS = [f"{c}-L{n}-{'bi' if b else 'uni'}-{'bf' if f else 'tf'}-{'bias' if bb else 'nobias'}-"
        f"{'h0' if s else 'noh0'}-{'len' if ln else 'full'}" for c, n, b, f, bb, s, ln in GRID]
-TOL = {"float64": 1e-9, "float32": 1e-4}
-# float32: a gradient that is a near-cancelling sum (|g| ~ 1e-5 from O(1) terms) carries rounding error
-# of the terms' size in torch too; below this scale the 1e-4 tolerance is taken against 1e-2 (abs 1e-6).
-FLOOR = {"float64": 0.0, "float32": 1e-2}
+FLOAT64_TOL = 1e-9  # relative to each tensor's scale, against torch in float64
+# float32 (see float32_within_torchs_error): our error against a float64 truth at most F32_MULTIPLE times torch's
+# own float32 error, plus F32_FLOOR_ULPS units in the last place of the tensor's scale.
+F32_MULTIPLE = 4
+F32_FLOOR_ULPS = 16
+FORWARD = ("out", "final0", "final1")
 
 
 def _draw(data, combo, dtype, small=False):
@@ -40,6 +42,40 @@ def _on(backend, inp):
     return to_backend(inp.x, backend), states
 
 
+def _named(out, finals, dx, dstate0, grads):
+    named = {"out": out, "dx": dx, **{f"final{k}": v for k, v in enumerate(finals)},
+             **{f"dstate0_{k}": v for k, v in enumerate(dstate0)}, **grads}
+    return {k: to_numpy(v).astype(np.float64) for k, v in named.items()}
+
+
+def float32_within_torchs_error(ours, theirs, truth):
+    """{tensor: (our error, allowed)} for the tensors where our float32 result is off by more than allowed.
+
+    Both float32 results are judged against a float64 truth on the same float32-rounded weights and
+    inputs (comparing two rounded results with each other is the wrong test: through a saturated tanh
+    neither is "right"). Allowed: F32_MULTIPLE times torch's own float32 error, plus F32_FLOOR_ULPS
+    units in the last place (2^-23) of the tensor's scale: its own magnitude for outputs and final
+    states, and for gradients the largest gradient of the call (a near-cancelling gradient carries the
+    rounding of its terms, whose size the largest gradient bounds, not its own). Measured with
+    ``python benchmarks/float32_accuracy.py --draws 10 --seed 1`` (3840 configurations over this grid,
+    51 840 tensors): no tensor needs a multiple above 0.91 at this floor; before the fast path's tanh
+    became NumPy's (it was 2 sigma(2a) - 1, whose relative error grows as eps/|a| near 0), 62 tensors
+    failed this rule, needing multiples up to 1340.
+    """
+    grad_scale = max(float(np.abs(v).max(initial=0.0)) for k, v in truth.items() if k not in FORWARD)
+    eps = np.finfo(np.float32).eps
+    bad = {}
+    for name, t in truth.items():
+        scale = float(np.abs(t).max(initial=0.0))
+        if name not in FORWARD:
+            scale = max(scale, grad_scale)
+        ours_err = float(np.abs(ours[name] - t).max(initial=0.0))
+        allowed = F32_MULTIPLE * float(np.abs(theirs[name] - t).max(initial=0.0)) + F32_FLOOR_ULPS * eps * scale
+        if not ours_err <= allowed:
+            bad[name] = (ours_err, allowed)
+    return bad
+
+
 def _compare(cfg, inp, dtype, backend):
     layer = cfg.build(dtype=dtype, backend=backend, seed=inp.seed % 1000)
     x, states = _on(backend, inp)
@@ -48,19 +84,20 @@ def _compare(cfg, inp, dtype, backend):
     dout = rng.standard_normal(out.shape).astype(dtype)
     dfinals = tuple(rng.standard_normal(f.shape).astype(dtype) for f in finals)
     dx, dstate0 = layer.backward_states(to_backend(dout, backend), tuple(to_backend(d, backend) for d in dfinals))
-    ref = torch_reference(cfg, layer.state_dict(), inp, dout, dfinals, dtype,
-                          device=DEVICE if backend == "cupy" else "cpu")
-    floor = FLOOR[dtype]
-    errors = {"out": relative_error(out, ref["out"], floor), "dx": relative_error(dx, ref["dx"], floor)}
-    for k, (a, b) in enumerate(zip(finals, ref["finals"])):
-        errors[f"final{k}"] = relative_error(a, b, floor)
-    for k, (a, b) in enumerate(zip(dstate0, ref["dstate0"])):
-        errors[f"dstate0_{k}"] = relative_error(a, b, floor)
+    device = DEVICE if backend == "cupy" else "cpu"
+    sd = layer.state_dict()
+    ref = torch_reference(cfg, sd, inp, dout, dfinals, dtype, device=device)
     assert set(layer.grads) == set(ref["grads"])
-    for name, g in ref["grads"].items():
-        errors[name] = relative_error(layer.grads[name], g, floor)
-    bad = {k: v for k, v in errors.items() if not v < TOL[dtype]}
-    assert not bad, f"{cfg} {inp.lengths}: {bad}"
+    ours = _named(out, finals, dx, dstate0, layer.grads)
+    theirs = _named(ref["out"], ref["finals"], ref["dx"], ref["dstate0"], ref["grads"])
+    if dtype == "float64":
+        errors = {k: relative_error(v, theirs[k]) for k, v in ours.items()}
+        bad = {k: v for k, v in errors.items() if not v < FLOAT64_TOL}
+    else:
+        t64 = torch_reference(cfg, sd, inp, dout, dfinals, "float64", device=device)
+        truth = _named(t64["out"], t64["finals"], t64["dx"], t64["dstate0"], t64["grads"])
+        bad = float32_within_torchs_error(ours, theirs, truth)
+    assert not bad, f"{cfg} {inp.lengths} {dtype}: {bad}"
 
 
 @pytest.mark.parametrize("combo", GRID, ids=IDS)

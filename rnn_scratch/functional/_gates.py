@@ -15,33 +15,18 @@ def sigmoid(xp, a):
 def sigmoid_from_negated_(xp, a):
     """In place: a holds -z on entry, sigma(z) = 1 / (1 + exp(-z)) on exit.
 
-    The fast paths pre-scale the sigmoid rows of the weights by -1, so the negation is free. One
-    ``exp`` and two cheap passes: NumPy's ``exp`` is several times cheaper than its ``tanh``
-    (4x in float64, 2x in float32 on AVX2). exp overflows to inf for very negative z, giving the
-    exact limit 0 (see :func:`quiet_overflow`).
+    The fast paths pre-scale the sigmoid rows of the weights by -1, so the negation is free: one
+    ``exp`` and two cheap passes. Relative accuracy holds everywhere (for very negative z the
+    reciprocal of a large number is as accurate as that number). exp overflows to inf for very
+    negative z, giving the exact limit 0 (see :func:`quiet_overflow`).
+
+    The tanh gates use NumPy's own ``tanh``: accurate to the last place near 0, and (NumPy 2's SIMD
+    loops) faster than any exp-based formula here: 0.37 ns/element in float32 against 0.87 for
+    ``2 sigma(2a) - 1`` and 1.25 for an expm1 form (AVX-512 machine, 1M elements, one thread).
     """
     xp.exp(a, out=a)
     a += 1
     xp.reciprocal(a, out=a)
-
-
-def tanh_from_sigmoid_(a):
-    """In place: a holds sigma(2z) on entry, tanh(z) = 2 sigma(2z) - 1 on exit."""
-    a *= 2
-    a -= 1
-
-
-def tanh_(xp, a, out=None):
-    """tanh(a) into ``out`` (default: in place); on NumPy through exp (tanh(z) = 2 / (1 + exp(-2z)) - 1)
-    where that is faster: float64 (exp ~4x cheaper than tanh) or large float32 blocks (~1.4x); small
-    blocks pay more in calls."""
-    out = a if out is None else out
-    if xp is not np or (a.dtype == np.float32 and a.size < 4096):
-        xp.tanh(a, out=out)
-        return
-    xp.multiply(a, -2, out=out)
-    sigmoid_from_negated_(xp, out)
-    tanh_from_sigmoid_(out)
 
 
 def quiet_overflow(xp):

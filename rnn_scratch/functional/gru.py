@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 from ..backend import array_module
 from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
-from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_, tanh_
+from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_
 from ._gemm import input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
 
@@ -136,7 +136,7 @@ def gru_forward(x, state, params, *, reverse=False, mask=None):
                     xp.add(a_hh[:, 2 * H :], b_hn, out=m_t)
                 xp.multiply(r, m_t, out=h_new)  # h_new as scratch for r * m
                 n += h_new
-                tanh_(xp, n)  # n = tanh(W_in x_t + b_in + r * m)
+                xp.tanh(n, out=n)  # n = tanh(W_in x_t + b_in + r * m)
                 xp.subtract(h_prev, n, out=h_new)  # h_t = n + z (h_{t-1} - n)
                 h_new *= z
                 h_new += n

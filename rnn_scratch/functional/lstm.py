@@ -21,9 +21,11 @@ Backward, one step. Given dh = dL/dh_t and dc = dL/dc_t arriving from step t+1::
 Fast path details (same mathematics):
 - the gate rows are reordered once to (o, i, f, g): the three sigmoid gates are one contiguous
   block, and so are the three gates whose gradient is a multiple of dc (i, f, g);
-- sigma(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigma(2a) - 1: the rows of the weights and biases
-  are pre-scaled once by -1 (sigmoid gates) and -2 (g), so one in-place ``exp``, ``+ 1`` and
-  ``reciprocal`` over the whole gate block give all four gates (g then takes ``* 2 - 1``);
+- sigma(a) = 1 / (1 + exp(-a)): the rows of the weights and biases of the three sigmoid gates are
+  pre-scaled once by -1, so one in-place ``exp``, ``+ 1`` and ``reciprocal`` over their block give
+  o, i and f; g = tanh(a_g) and tanh(c_t) are NumPy's ``tanh``, accurate to the last place near 0
+  (``2 sigma(2a) - 1`` was not: its relative error grows as eps/|a|, 1e-4 relative error in a float32
+  LSTM's outputs from small pre-activations);
 - the backward splits each gate gradient into a factor known from the forward pass and the
   incoming dh or dc::
 
@@ -54,7 +56,7 @@ from ._common import (
     split_padded,
     unpack,
 )
-from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_, tanh_, tanh_from_sigmoid_
+from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_
 from ._gemm import input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
 
@@ -146,7 +148,7 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
     xp, x, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h, c) = forward_setup(x, state, params, reverse, mask)
     perm, _ = _gate_permutation(xp, H)
     scale = xp.full((4 * H, 1), -1.0, dtype=x.dtype)  # sigmoid rows: exp(-a)
-    scale[3 * H :] = -2.0  # g rows: tanh(a) = 2 sigma(2a) - 1
+    scale[3 * H :] = 1.0  # g rows: tanh(a)
     w_ih_s = w_ih[perm] * scale
     w_hh_s_t = (w_hh[perm] * scale).T.copy()
     bias_s = None if b_ih is None else (b_ih + b_hh)[perm] * scale[:, 0]
@@ -164,14 +166,14 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
                 h_prev, c_prev, h_new, c_new = h_rows[before], c_rows[before], h_rows[after], c_rows[after]
                 gates_t, tanh_c_t = gates_rows[t], tanh_c_rows[t]
                 xp.matmul(h_prev, w_hh_s_t, out=a_hh)
-                gates_t += a_hh  # -a (sigmoid rows), -2a (g rows)
-                sigmoid_from_negated_(xp, gates_t)
+                gates_t += a_hh  # -a (sigmoid rows o, i, f), a (g rows)
                 o, i, f, g = _gate_blocks(gates_t, H)
-                tanh_from_sigmoid_(g)
+                sigmoid_from_negated_(xp, gates_t[:, : 3 * H])
+                xp.tanh(g, out=g)
                 xp.multiply(f, c_prev, out=c_new)  # c_t = f * c_{t-1} + i * g
                 xp.multiply(i, g, out=i_times_g)
                 c_new += i_times_g
-                tanh_(xp, c_new, out=tanh_c_t)
+                xp.tanh(c_new, out=tanh_c_t)
                 xp.multiply(o, tanh_c_t, out=h_new)  # h_t = o * tanh(c_t)
                 if skip is not None:  # padded steps carry the state through unchanged
                     xp.copyto(h_new, h_prev, where=skip[t])
