@@ -127,6 +127,67 @@ def synchronize(backend: str | None = None) -> None:
         _probe_cupy()[0].cuda.get_current_stream().synchronize()
 
 
+def available_bytes(backend: str) -> int | None:
+    """Memory that can still be allocated: the host's MemAvailable (Linux) for NumPy, the device's free
+    memory for CuPy; None when unknown."""
+    if backend == "cupy":
+        if not cupy_available():
+            return None
+        return int(_probe_cupy()[0].cuda.runtime.memGetInfo()[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_bytes(fn, backend: str = "numpy") -> int:
+    """The peak of the bytes allocated while ``fn()`` runs, above what was allocated before it.
+
+    NumPy: ``tracemalloc`` (NumPy reports its array buffers to it; tracing slows allocation, so time
+    separately). CuPy: a memory hook on the memory pool counting bytes handed out and given back (what
+    the arrays use, whether or not the pool already held the memory), with the device synchronised.
+    """
+    if resolve_backend(backend) == "cupy":
+        cp = _probe_cupy()[0]
+
+        class _Peak(cp.cuda.MemoryHook):
+            name = "rnn_scratch_peak"
+
+            def __init__(self):
+                self.current = self.peak = 0
+
+            def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
+                self.current += mem_size
+                self.peak = max(self.peak, self.current)
+
+            def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
+                self.current -= mem_size
+
+        hook = _Peak()
+        cp.cuda.Device().synchronize()
+        with hook:
+            fn()
+            cp.cuda.Device().synchronize()
+        return int(hook.peak)
+    import tracemalloc
+
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        return int(tracemalloc.get_traced_memory()[1] - before)
+    finally:
+        if started:
+            tracemalloc.stop()
+
+
 def default_rng(seed: int | None = None) -> np.random.Generator:
     """Host random generator; parameters are drawn on the host so every backend gets the same values.
 

@@ -21,7 +21,16 @@ import threading
 import numpy as np
 
 from . import backend as be
-from .functional import PARAM_NAMES, canonical_cell_name, get_cell, param_name
+from .functional import (
+    PARAM_NAMES,
+    CheckpointedCache,
+    canonical_cell_name,
+    checkpointed_backward,
+    checkpointed_forward,
+    default_every,
+    get_cell,
+    param_name,
+)
 from .validation import as_float_dtype, check_array, check_lengths, check_positive_int, check_probability
 
 _GRAD_LOCK = threading.Lock()  # gradients are accumulated under it (a layer may be used from several threads)
@@ -215,6 +224,12 @@ class RNNBase(Module):
     ``bias_hh_l{k}{s}`` (G*H,), with G = 1 (RNN), 4 (LSTM, gates i f g o), 3 (GRU, gates r z n),
     in_0 = input_size and in_k = H * num_directions above. All start U(-1/sqrt(H), 1/sqrt(H)).
 
+    ``memory="full"`` keeps every step's activations for BPTT (about 12 T B H numbers for an LSTM layer);
+    ``memory="checkpoint"`` keeps the state every ``checkpoint_every`` steps (default about sqrt(T)) and
+    recomputes each segment in the backward: the same gradients for one more forward pass
+    (:mod:`rnn_scratch.functional.recompute`). A full-BPTT call that would need more memory than the
+    machine has left is refused up front with a MemoryError naming the bytes.
+
     Inside, a state is always a tuple, ``(h,)`` or ``(h, c)`` (the functional core's convention):
     :meth:`forward_states` / :meth:`backward_states` take and give tuples, and the torch-shaped
     ``forward`` / ``backward`` of the subclasses translate with :meth:`to_states` / :meth:`from_states`.
@@ -222,8 +237,16 @@ class RNNBase(Module):
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype="float32", backend=None, seed=None,
-                 check_finite=True):
+                 check_finite=True, memory="full", checkpoint_every=None):
         super().__init__(dtype=dtype, backend=backend)
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
+        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(
+                checkpoint_every, (int, np.integer)) or checkpoint_every < 1):
+            raise ValueError(f"checkpoint_every must be None (about sqrt(seq_len)) or an integer >= 1, "
+                             f"got {checkpoint_every!r}")
+        self.memory = memory
+        self.checkpoint_every = None if checkpoint_every is None else int(checkpoint_every)
         self.cell = get_cell(mode)
         self.mode = self.cell.name
         self.input_size = check_positive_int(input_size, "input_size")
@@ -256,9 +279,11 @@ class RNNBase(Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False),
+                              ("memory", "full"), ("checkpoint_every", None)):
+            value = getattr(self, name)
+            if value != default:
+                s += f", {name}={value!r}" if isinstance(value, str) else f", {name}={value}"
         return s + f", dtype={self.dtype}, backend={self.backend!r}"
 
     def __repr__(self):
@@ -337,6 +362,38 @@ class RNNBase(Module):
         return [[{k: None if v is None else v.copy() for k, v in self._layer_params(layer, d).items()}
                  for d in range(self.num_directions)] for layer in range(self.num_layers)]
 
+    def bptt_bytes(self, seq_len, batch, memory=None):
+        """About how many bytes one forward + backward allocates (inputs given by the caller not counted).
+
+        Full BPTT: a copy of x, every layer's cache (``Cell.memory``), the output, one layer's backward
+        buffers and dx. Checkpointed: a copy of x, each layer's output (the next layer's input), the
+        checkpoints, one segment's cache and backward, and dx.
+        """
+        memory = memory or self.memory
+        T, B, I, H, D = seq_len, batch, self.input_size, self.hidden_size, self.num_directions
+        fwd, bwd = self.cell.memory
+        n = self.cell.num_states
+        if memory == "full":
+            units = T * B * (2 * I + self.num_layers * D * H * fwd + D * H * (1 + bwd))
+        else:
+            k = self.checkpoint_every or default_every(T)
+            units = T * B * (2 * I + self.num_layers * D * H) + self.num_layers * D * B * H * (
+                n * (-(-T // k)) + k * (fwd + bwd))
+        return int(units * self.dtype.itemsize)
+
+    def _check_memory(self, T, B):
+        """Refuse a full-BPTT call that cannot fit, before allocating anything (the OS would kill the process
+        mid-way, as allocations are only backed when touched)."""
+        need = self.bptt_bytes(T, B)
+        if need < 1 << 28:  # below 256 MiB: not worth reading the machine's state
+            return
+        free = be.available_bytes(self.backend)
+        if free is not None and need > free:
+            lighter = self.bptt_bytes(T, B, "checkpoint")
+            raise MemoryError(f"{type(self).__name__} with memory={self.memory!r}: seq_len={T}, batch={B} needs "
+                              f"about {need / 2**30:.1f} GiB for forward + backward, {free / 2**30:.1f} GiB is "
+                              f"available; memory='checkpoint' needs about {lighter / 2**30:.2f} GiB")
+
     # -- forward / backward --------------------------------------------------------------------
     def forward_states(self, x, states=None, lengths=None, *, dropout_masks=None):
         """Forward with the state as a tuple ((h0,) or (h0, c0); None, or None parts, for zeros).
@@ -353,6 +410,8 @@ class RNNBase(Module):
         else:  # a copy: the caller may change x before the backward
             xt = x.transpose(1, 0, 2).copy() if self.batch_first else x.copy()
         T, B, _ = xt.shape
+        if self.memory == "full":
+            self._check_memory(T, B)
         states = self._checked_states(states, tuple(f"{s}0" for s in self.cell.state_names), B, unbatched)
         states = tuple(self.xp.zeros(self._state_shape(B), dtype=self.dtype) if s is None else s for s in states)
         mask = None
@@ -370,16 +429,23 @@ class RNNBase(Module):
             outs, layer_caches = [], []
             for d in range(D):
                 idx = layer * D + d
-                out, final, cache = self.cell.forward(layer_in, tuple(s[idx] for s in states), params[layer][d],
-                                                      reverse=d == 1, mask=mask)
+                state = tuple(s[idx] for s in states)
+                if self.memory == "checkpoint":
+                    out, final, cache = checkpointed_forward(self.cell, layer_in, state, params[layer][d],
+                                                             reverse=d == 1, mask=mask, every=self.checkpoint_every)
+                else:
+                    out, final, cache = self.cell.forward(layer_in, state, params[layer][d], reverse=d == 1,
+                                                          mask=mask)
                 outs.append(out)
                 layer_caches.append(cache)
                 for k, f in enumerate(final):
                     finals[k][idx] = f
             if D == 2:
                 layer_in = self.xp.concatenate(outs, axis=2)
-            else:  # the returned output must not alias the cache; inner layers' outputs never leave
-                layer_in = outs[0].copy() if layer == self.num_layers - 1 else outs[0]
+            elif layer == self.num_layers - 1 and self.memory == "full":  # the returned output must not alias
+                layer_in = outs[0].copy()  # the cache (a checkpointed forward's output is its own array)
+            else:  # inner layers' outputs never leave
+                layer_in = outs[0]
             caches.append(layer_caches)
         self._save_for_backward(caches=caches, masks=masks, shape=(T, B), unbatched=unbatched)
         self.last_dropout_masks = masks
@@ -441,7 +507,9 @@ class RNNBase(Module):
                 dout_d = None if dcur is None else dcur[:, :, d * H:(d + 1) * H]
                 dstate_n = None if all(s is None for s in dstates) else tuple(
                     self.xp.zeros((B, H), dtype=self.dtype) if s is None else s[idx] for s in dstates)
-                dx, d0, dparams = self.cell.backward(dout_d, dstate_n, saved["caches"][layer][d])
+                cache = saved["caches"][layer][d]
+                backward = checkpointed_backward if isinstance(cache, CheckpointedCache) else self.cell.backward
+                dx, d0, dparams = backward(dout_d, dstate_n, cache)
                 for kind, g in dparams.items():
                     grads[param_name(kind, layer, d == 1)] = g
                 for k, g in enumerate(d0):
@@ -472,6 +540,9 @@ class RNNBase(Module):
         return dx, self.from_states(dstates)
 
 
+MEMORY_MODES = ("full", "checkpoint")
+
+
 def _one_of(name, value, alias_name, alias):
     """The value given under either of two keyword names (torch's ``hx`` beside ours)."""
     if alias is not None and value is not None:
@@ -486,12 +557,13 @@ class RNN(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True):
+                 dropout=0.0, bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True,
+                 memory="full", checkpoint_every=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, backend, seed, check_finite)
+                         bidirectional, dtype, backend, seed, check_finite, memory, checkpoint_every)
 
     def extra_repr(self):
         s = super().extra_repr()
@@ -502,8 +574,9 @@ class GRU(RNNBase):
     """Gated recurrent unit, ``torch.nn.GRU``-shaped (gates r, z, n).
 
     ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True)``;
-    ``out, h_n = gru(x, h0=None, lengths=None)``;  ``dx, dh0 = gru.backward(dout, dh_n=None)``.
+    bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True, memory="full",
+    checkpoint_every=None)``; ``out, h_n = gru(x, h0=None, lengths=None)``;
+    ``dx, dh0 = gru.backward(dout, dh_n=None)``.
     """
 
     def __init__(self, input_size, hidden_size, *args, **kwargs):
@@ -514,8 +587,8 @@ class LSTM(RNNBase):
     """Long short-term memory, ``torch.nn.LSTM``-shaped (gates i, f, g, o).
 
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True)``;
-    ``out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)``;
+    bidirectional=False, dtype="float32", backend=None, seed=None, check_finite=True, memory="full",
+    checkpoint_every=None)``; ``out, (h_n, c_n) = lstm(x, (h0, c0)=None, lengths=None)``;
     ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n)=None)``; any part may be None (zeros).
     """
 

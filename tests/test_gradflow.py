@@ -86,3 +86,20 @@ def test_contracting_tanh_rnn_gradient_shrinks_geometrically(seed, H, T, B, scal
 def test_vanishing_horizon():
     assert vanishing_horizon(np.array([1e-9, 1e-7, 1e-3, 1.0])) == 2  # 1e-7 lies 2 steps back
     assert vanishing_horizon(np.array([1.0, 1.0])) is None
+
+
+def test_checkpointed_trace_equals_the_full_trace():
+    """The gradient-flow lab's checkpointed BPTT (bounded memory for long T) records the same norms and gradients."""
+    layer = rs.LSTM(2, 3, num_layers=2, bidirectional=True, dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((17, 2, 2))
+    dout = rng.standard_normal((17, 2, 6))
+    full = trace_gradients(layer, x, dout=dout)
+    for every in (1, 4, 7):
+        ckpt = trace_gradients(layer, x, dout=dout, checkpoint_every=every, contributions=False)
+        assert not ckpt.contributions
+        for key, norms in full.hidden_grad_norms.items():
+            assert relative_error(ckpt.hidden_grad_norms[key], norms) < 1e-13
+        for name, g in full.grads.items():
+            assert relative_error(ckpt.grads[name], g) < 1e-13, name
+        assert relative_error(ckpt.dx, full.dx) < 1e-13

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import to_numpy
-from ..functional import param_name, reference_backward, reference_forward
+from ..functional import default_every, param_name, reference_backward, reference_forward
+from ..functional.recompute import segments
 
 
 @dataclass
@@ -42,16 +43,22 @@ def _time_major(layer, x):
     return np.ascontiguousarray(np.swapaxes(x, 0, 1)) if layer.batch_first else x
 
 
-def trace_gradients(layer, x, state=None, dout=None, dstate_n=None) -> GradientTrace:
+def trace_gradients(layer, x, state=None, dout=None, dstate_n=None, *, contributions=True,
+                    checkpoint_every=None) -> GradientTrace:
     """Run ``layer`` (no lengths, no dropout) forward, then BPTT step by step, recording the flow.
 
     dout: gradient on the outputs (layer layout) or None; dstate_n: gradient on h_n (or (h_n, c_n)) or None.
+    ``contributions=False`` records only the gradient norms (each step's share of every weight gradient
+    costs T times the weights' memory). ``checkpoint_every``: keep the step caches of one segment of this
+    many steps at a time and recompute the others (checkpointed BPTT; default: all steps up to T = 1000,
+    about sqrt(T) steps beyond), so T can run into the tens of thousands.
     Returns a :class:`GradientTrace`; ``trace.grads`` equals what ``layer.backward`` accumulates.
     """
     cell = layer.cell
     xt = _time_major(layer, to_numpy(x))
     T, B, _ = xt.shape
     D, L, H = layer.num_directions, layer.num_layers, layer.hidden_size
+    every = checkpoint_every or (T if T <= 1000 else default_every(T))
     shape = (L * D, B, H)
     states = layer.to_states(state) or (None,) * cell.num_states
     states = [np.zeros(shape, dtype=xt.dtype) if s is None else to_numpy(s) for s in states]
@@ -59,13 +66,17 @@ def trace_gradients(layer, x, state=None, dout=None, dstate_n=None) -> GradientT
     def pdict(l, d):
         return {k: None if v is None else to_numpy(v) for k, v in layer._layer_params(l, d).items()}
 
-    caches, inp = {}, xt
+    checkpoints, inputs, inp = {}, [], xt
     for l in range(L):
+        inputs.append(inp)
         outs = []
         for d in range(D):
-            out, _, cache = reference_forward(cell.name, inp, tuple(s[l * D + d] for s in states), pdict(l, d),
-                                              reverse=d == 1)
-            caches[(l, d)] = cache
+            out = np.empty((T, B, H), dtype=xt.dtype)
+            state_ld = tuple(s[l * D + d] for s in states)
+            checkpoints[(l, d)] = []
+            for seg in segments(T, every, d == 1):
+                checkpoints[(l, d)].append((seg, state_ld))
+                out[seg], state_ld, _ = reference_forward(cell.name, inp[seg], state_ld, pdict(l, d), reverse=d == 1)
             outs.append(out)
         inp = np.concatenate(outs, axis=2)
     dcur = np.zeros_like(inp) if dout is None else _time_major(layer, to_numpy(dout))
@@ -76,19 +87,26 @@ def trace_gradients(layer, x, state=None, dout=None, dstate_n=None) -> GradientT
         dx_sum = None
         for d in range(D):
             norms = np.zeros(T)
-            contrib = {}
+            grads, contrib = {}, {}
+            dstate = tuple(f[l * D + d] for f in dfinal)
+            dx = np.empty(inputs[l].shape, dtype=xt.dtype)
+            for seg, state_seg in reversed(checkpoints[(l, d)]):
+                _, _, cache = reference_forward(cell.name, inputs[l][seg], state_seg, pdict(l, d), reverse=d == 1)
 
-            def record(t, dh, dparams, norms=norms, contrib=contrib):
-                norms[t] = np.linalg.norm(dh)
-                for k, v in dparams.items():
-                    contrib.setdefault(k, np.zeros((T, *v.shape)))[t] = v
+                def record(t, dh, dparams, start=seg.start, norms=norms, grads=grads, contrib=contrib):
+                    norms[start + t] = np.linalg.norm(dh)
+                    for k, v in dparams.items():
+                        grads[k] = v if k not in grads else grads[k] + v
+                        if contributions:
+                            contrib.setdefault(k, np.zeros((T, *v.shape)))[start + t] = v
 
-            dx, _, _ = reference_backward(cell.name, dcur[:, :, d * H:(d + 1) * H],
-                                          tuple(f[l * D + d] for f in dfinal), caches[(l, d)], on_step=record)
+                dx[seg], dstate, _ = reference_backward(cell.name, dcur[seg, :, d * H:(d + 1) * H], dstate, cache,
+                                                        on_step=record)
             trace.hidden_grad_norms[(l, d)] = norms
-            trace.contributions[(l, d)] = contrib
-            for k, v in contrib.items():
-                trace.grads[param_name(k, l, d == 1)] = v.sum(axis=0)
+            if contributions:
+                trace.contributions[(l, d)] = contrib
+            for k, v in grads.items():
+                trace.grads[param_name(k, l, d == 1)] = v
             dx_sum = dx if dx_sum is None else dx_sum + dx
         dcur = dx_sum
     trace.dx = np.ascontiguousarray(np.swapaxes(dcur, 0, 1)) if layer.batch_first else dcur

@@ -15,6 +15,7 @@ from .lstm import (
     lstm_step_backward,
     lstm_step_forward,
 )
+from .recompute import CheckpointedCache, checkpointed_backward, checkpointed_forward, default_every
 from .rnn import (
     RNN_RELU_CELL,
     RNN_TANH_CELL,
@@ -48,4 +49,5 @@ __all__ = [
     "RNN_RELU_CELL", "RNN_TANH_CELL", "RNNCache", "RNNStepCache", "rnn_backward", "rnn_forward",
     "rnn_step_backward", "rnn_step_forward",
     "reference_backward", "reference_forward", "sequence_backward", "sequence_forward",
+    "CheckpointedCache", "checkpointed_backward", "checkpointed_forward", "default_every",
 ]

@@ -24,7 +24,8 @@ class Cell:
     ``step_backward(dstate_t, step cache) -> (dx_t, dstate_{t-1}, dparams)``;
     ``forward(x, state, params, *, reverse=False, mask=None) -> (out, final state, cache)``;
     ``backward(dout, dstate_n, cache) -> (dx, dstate_0, dparams)``.
-    States and state gradients are tuples named by ``state_names``.
+    States and state gradients are tuples named by ``state_names``. ``memory``: the (T, B, H) arrays the
+    fast forward's cache holds and the fast backward adds (what full BPTT costs per step and hidden unit).
     """
 
     name: str
@@ -34,6 +35,7 @@ class Cell:
     step_backward: Callable
     forward: Callable
     backward: Callable
+    memory: tuple = (0, 0)  # ((T, B, H) arrays in the forward cache, more in the backward)
 
     @property
     def num_states(self) -> int:

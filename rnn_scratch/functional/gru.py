@@ -213,4 +213,5 @@ def gru_backward(dout, dstate_n, cache: GRUCache):
     return dx, (dh,), grads
 
 
-GRU_CELL = Cell("gru", 3, ("h",), gru_step_forward, gru_step_backward, gru_forward, gru_backward)
+# cache: h, the 3 gates, m; backward: dG_x and dG_h (3 each)
+GRU_CELL = Cell("gru", 3, ("h",), gru_step_forward, gru_step_backward, gru_forward, gru_backward, memory=(5, 6))

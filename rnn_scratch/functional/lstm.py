@@ -259,4 +259,6 @@ def lstm_backward(dout, dstate_n, cache: LSTMCache):
     return dx, (dh, dc), grads
 
 
-LSTM_CELL = Cell("lstm", 4, ("h", "c"), lstm_step_forward, lstm_step_backward, lstm_forward, lstm_backward)
+# cache: h, c, the 4 gates, tanh c; backward: the 4 gate gradients, dc_factor
+LSTM_CELL = Cell("lstm", 4, ("h", "c"), lstm_step_forward, lstm_step_backward, lstm_forward, lstm_backward,
+                 memory=(7, 5))

@@ -163,7 +163,8 @@ def rnn_backward(dout, dstate_n, cache: RNNCache):
     return dx, (dh,), grads
 
 
+# cache: h, h_cell; backward: da
 RNN_TANH_CELL = Cell("rnn_tanh", 1, ("h",), partial(rnn_step_forward, nonlinearity="tanh"), rnn_step_backward,
-                     partial(rnn_forward, nonlinearity="tanh"), rnn_backward)
+                     partial(rnn_forward, nonlinearity="tanh"), rnn_backward, memory=(2, 1))
 RNN_RELU_CELL = Cell("rnn_relu", 1, ("h",), partial(rnn_step_forward, nonlinearity="relu"), rnn_step_backward,
-                     partial(rnn_forward, nonlinearity="relu"), rnn_backward)
+                     partial(rnn_forward, nonlinearity="relu"), rnn_backward, memory=(2, 1))

@@ -27,6 +27,7 @@ from ..backend import array_module
 from ._common import Cell, TimeSlots
 from .gru import GRU_CELL
 from .lstm import LSTM_CELL
+from .recompute import CheckpointedCache, checkpointed_backward, checkpointed_forward
 from .rnn import RNN_RELU_CELL, RNN_TANH_CELL
 
 CELLS = {cell.name: cell for cell in (RNN_TANH_CELL, RNN_RELU_CELL, LSTM_CELL, GRU_CELL)}
@@ -49,16 +50,26 @@ def get_cell(name: str) -> Cell:
     return CELLS[canonical_cell_name(name)]
 
 
-def sequence_forward(cell, x, state, params, *, reverse=False, mask=None):
-    """Fast path. Returns (out (T, B, H), final state tuple, cache)."""
-    return get_cell(cell).forward(x, tuple(state), params, reverse=reverse, mask=mask)
+def sequence_forward(cell, x, state, params, *, reverse=False, mask=None, checkpoint_every=None):
+    """Fast path. Returns (out (T, B, H), final state tuple, cache).
+
+    ``checkpoint_every``: None for full BPTT (every step's activations cached), or k: keep the state
+    every k steps and recompute in the backward (:mod:`~rnn_scratch.functional.recompute`).
+    """
+    c = get_cell(cell)
+    if checkpoint_every is not None:
+        return checkpointed_forward(c, x, tuple(state), params, reverse=reverse, mask=mask, every=checkpoint_every)
+    return c.forward(x, tuple(state), params, reverse=reverse, mask=mask)
 
 
 def sequence_backward(cell, dout, dstate_n, cache):
-    """Fast path BPTT. ``dout`` or any part of ``dstate_n`` may be None (zeros).
+    """Fast path BPTT, full or checkpointed (whichever forward made ``cache``). ``dout`` or any part of
+    ``dstate_n`` may be None (zeros).
 
     Returns (dx, initial-state gradient tuple, dparams).
     """
+    if isinstance(cache, CheckpointedCache):
+        return checkpointed_backward(dout, _fill_none(dstate_n), cache)
     return get_cell(cell).backward(dout, _fill_none(dstate_n), cache)
 
 
