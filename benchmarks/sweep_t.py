@@ -71,14 +71,23 @@ def plot(rows, path):
     from rnn_scratch.plots import new_figure, save_figure
 
     fig, (ax_t, ax_m) = new_figure(1, 2, figsize=(10, 4))
+    colors = iter(f"C{k}" for k in range(10))
     for cell in sorted({r["cell"] for r in rows}):
+        color = {memory: next(colors) for memory in ("full", "checkpoint")}
         for memory, style in (("full", "-"), ("checkpoint", "--")):
             pts = [r for r in rows if r["cell"] == cell and r["memory"] == memory and "seconds" in r]
             if not pts:
                 continue
             T = [r["T"] for r in pts]
-            ax_t.loglog(T, [r["seconds"] for r in pts], style, marker="o", label=f"{cell} {memory}")
-            ax_m.loglog(T, [r["bptt_bytes"] / 2**20 for r in pts], style, marker="o", label=f"{cell} {memory}")
+            ax_t.loglog(T, [r["seconds"] for r in pts], style, marker="o", color=color[memory],
+                        label=f"{cell} {memory}")
+            ax_m.loglog(T, [r["bptt_bytes"] / 2**20 for r in pts], style, marker="o", color=color[memory],
+                        label=f"{cell} {memory}")
+        refused = [r for r in rows if r["cell"] == cell and "refused" in r]
+        if refused:  # what full BPTT would have held (its estimate), had it not been refused
+            ax_m.loglog([r["T"] for r in refused], [(r["estimated_bytes"] - 4 * r["T"] * B * (2 * I + H)) / 2**20
+                                                    for r in refused], "x", ms=9, color=color["full"],
+                        label=f"{cell} full: refused (estimate)")
     Ts = np.array(sorted({r["T"] for r in rows}), dtype=float)
     for ax in (ax_t, ax_m):
         lo, hi = ax.get_ylim()
@@ -100,7 +109,12 @@ def main():
     ap.add_argument("--lengths", type=int, nargs="+", default=[10, 100, 1000, 10_000, 100_000])
     ap.add_argument("--cells", nargs="+", default=["lstm", "gru"])
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--replot", action="store_true", help="only redraw the plot from the saved JSON")
     args = ap.parse_args()
+    if args.replot:
+        with open(os.path.join(args.out, "sweep_t.json")) as f:
+            print("wrote", plot(json.load(f)["rows"], os.path.join(args.out, "sweep_t.png")))
+        return
     rows = []
     lines = [f"{'cell':<6}{'T':>8}  {'full s':>9}{'ckpt s':>9}{'ckpt/full':>10}  {'full MiB':>10}{'ckpt MiB':>10}"
              f"{'ratio':>8}  {'full BPTT MiB':>14}{'ckpt BPTT MiB':>14}{'ratio':>8}"]
