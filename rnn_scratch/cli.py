@@ -341,6 +341,38 @@ cmd_gradflow.add_arguments = _gradflow_arguments
 cmd_gradflow.options = dict(backend=False, dtype=None)
 
 
+# -- check: the conformance kit ---------------------------------------------------------------------
+def _check_arguments(p):
+    p.add_argument("target", metavar="PATH_OR_MODULE",
+                   help="a .py file or an importable module (cs231n convention); MODULE:ATTR or PATH:ATTR names a "
+                        "layer class or factory (layer convention)")
+    p.add_argument("--convention", choices=["cs231n", "layer"], required=True,
+                   help="cs231n: CS231n's function names and signatures; layer: a torch-shaped layer")
+    p.add_argument("--cell", choices=["rnn", "lstm", "rnn_tanh", "rnn_relu", "gru"], required=True,
+                   help="cs231n: rnn or lstm; layer: rnn (tanh), rnn_relu, lstm or gru")
+    p.add_argument("--max-examples", type=int_at_least(1), default=None,
+                   help="cases searched per function (default 60)")
+
+
+@command("check", "check your own RNN/LSTM: search for a failing case, shrink it, say which gradient is wrong "
+                  "and why (exit 0 conforming, 1 not, 2 usage or import error)")
+def cmd_check(args):
+    from .testing.conformance import ImplementationError, check_implementation
+
+    try:
+        report = check_implementation(args.target, convention=args.convention, cell=args.cell,
+                                      max_examples=args.max_examples, seed=args.seed)
+    except ImplementationError as exc:
+        print(f"rnn-scratch check: error: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if report.ok else 1
+
+
+cmd_check.add_arguments = _check_arguments
+cmd_check.options = dict(backend=False, dtype=None, out=False)
+
+
 # -- the parser and the error handler ---------------------------------------------------------------
 def build_parser():
     from . import __version__

@@ -1,5 +1,14 @@
-"""Public testing helpers: hypothesis strategies for layer configurations and inputs, and profiles."""
+"""Public testing helpers (needs only hypothesis: ``pip install rnn_scratch[testing]``).
 
+- hypothesis strategies for layer configurations and inputs (:func:`layer_configs`, :func:`layer_inputs`),
+  their profiles (:func:`register_profiles`) and an example budget that follows them (:func:`examples`);
+- the conformance kit: :func:`check_implementation` checks a learner's own RNN/LSTM (CS231n's functions, or a
+  torch-shaped layer), shrinks a failing case to the smallest one and says what is wrong;
+- :mod:`rnn_scratch.testing.cs231n_reference`: CS231n's functions computed by rnn_scratch;
+- :mod:`rnn_scratch.testing.torch_reference`: torch on the same weights (needs torch).
+"""
+
+from .conformance import ConformanceReport, ImplementationError, check_implementation
 from .strategies import (
     CELLS,
     LayerConfig,
@@ -10,4 +19,5 @@ from .strategies import (
     register_profiles,
 )
 
-__all__ = ["CELLS", "LayerConfig", "LayerInputs", "layer_configs", "layer_inputs", "examples", "register_profiles"]
+__all__ = ["CELLS", "ConformanceReport", "ImplementationError", "LayerConfig", "LayerInputs", "check_implementation",
+           "examples", "layer_configs", "layer_inputs", "register_profiles"]

@@ -1,0 +1,5 @@
+"""A learner's submission with one planted mistake: inplace prev c (see learner.py)."""
+
+from tests.conformance.learner import build
+
+globals().update(build(bug="inplace_prev_c"))

@@ -1,0 +1,5 @@
+"""A learner's submission with no mistake (see learner.py)."""
+
+from tests.conformance.learner import build
+
+globals().update(build())
