@@ -89,6 +89,7 @@ def test_bad_values_fail_fast_in_one_line(argv, why, tmp_path):
     assert not produced.exists() or not any(p.suffix == ".png" for p in produced.iterdir()), why
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_from_a_real_process_and_debug_shows_the_traceback(tmp_path):
     r = run_cli("sine", "--epochs", "0")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
@@ -136,6 +137,7 @@ def _seeded_values(argv, tmp_path):
     return out
 
 
+@pytest.mark.slow
 def test_options_act(tmp_path):
     """Each option changes what the command does (compared with the same command without it)."""
     base = _seeded_values(["gradcheck", "--cell", "gru"], tmp_path)

@@ -85,6 +85,7 @@ def test_the_wrong_quantity_is_named_beside_the_right_ones():
     assert "dprev_c" in finding.fd_wrong  # the learner's own forward disagrees with its backward
 
 
+@pytest.mark.slow
 def test_a_function_that_never_returns_is_reported(monkeypatch):
     monkeypatch.setattr(kit, "TIME_LIMIT_S", 0.3)
     report = check("bug_endless_loop", "rnn", max_examples=10)
@@ -123,6 +124,7 @@ def test_usage_errors():
     (["rnn_scratch.layers:LSTM", "--convention", "layer", "--cell", "lstm"], 1),  # float32: not float64-exact
     (["tests.conformance.correct", "--cell", "rnn"], 2),  # usage: --convention is required
 ])
+@pytest.mark.slow
 def test_cli_exit_status(args, status):
     r = subprocess.run([sys.executable, "-m", "rnn_scratch", "check", *args, "--max-examples", "15"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)

@@ -227,3 +227,19 @@ def test_blas_threads_restored_after_kernels_on_two_python_threads():
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+
+
+def test_examples_follow_the_loaded_profile():
+    """examples() scales with whatever profile is loaded: HYPOTHESIS_PROFILE or pytest's --hypothesis-profile."""
+    from hypothesis import settings
+
+    from rnn_scratch.testing import examples as budget
+
+    current = settings._current_profile
+    try:
+        settings.load_profile("dev")
+        assert budget(4) == 40
+        settings.load_profile("ci")
+        assert budget(4) == 4
+    finally:
+        settings.load_profile(current)

@@ -53,6 +53,7 @@ def test_carried_and_reset_state_forecasts_differ_and_carry_is_the_tutorials():
         forecast(model, x[0], 3, state="keep")
 
 
+@pytest.mark.slow
 def test_cli_seed_preset_prints_the_tutorials_lines(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rnn_scratch", "sine", "--preset", "seed", "--out", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -190,6 +190,7 @@ def test_clipping_matches_torch():
 
 
 # ---------------------------------------------------------------- the whole loop against torch
+@pytest.mark.slow
 def test_whole_training_loop_matches_torch():
     """Vanilla RNN forecaster + Adam, same weights and data: same loss at every epoch (float64)."""
     series = sine_series(200)
@@ -345,6 +346,7 @@ def _run(*args):
     return r.stdout
 
 
+@pytest.mark.slow
 def test_cli_sine(tmp_path):
     out = _run("-m", "rnn_scratch", "sine", "--epochs", "3", "--out", str(tmp_path))
     assert "forecast MSE over 50 steps" in out
@@ -352,6 +354,7 @@ def test_cli_sine(tmp_path):
     assert (tmp_path / "sine_loss.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_gradflow_quick(tmp_path):
     out = _run("-m", "rnn_scratch", "gradflow", "--steps", "30", "--epochs", "2", "--radii", "0.5", "1.5",
                "--out", str(tmp_path), "--no-progress")
@@ -360,6 +363,7 @@ def test_cli_gradflow_quick(tmp_path):
                                                     "gradflow_clipping.png"}
 
 
+@pytest.mark.slow
 def test_cli_gradcheck_and_bench_quick(tmp_path):
     out = _run("-m", "rnn_scratch", "gradcheck", "--cell", "gru", "--layers", "2", "--bidirectional",
                "--lengths", "5", "2", "3")

@@ -17,7 +17,8 @@ from .strategies import (
     layer_configs,
     layer_inputs,
     register_profiles,
+    values,
 )
 
 __all__ = ["CELLS", "ConformanceReport", "ImplementationError", "LayerConfig", "LayerInputs", "check_implementation",
-           "examples", "layer_configs", "layer_inputs", "register_profiles"]
+           "examples", "layer_configs", "layer_inputs", "register_profiles", "values"]

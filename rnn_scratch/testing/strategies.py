@@ -13,8 +13,9 @@ Use them in your own suites::
         out, state = layer(inp.x, inp.state, inp.lengths)
 
 Every argument of :func:`layer_configs` / :func:`layer_inputs` takes either a fixed value or a
-strategy, so a test can pin some dimensions and let hypothesis drive the rest.
-Values of the arrays come from a drawn seed (fast to generate, reproducible, shrinkable by seed).
+strategy, so a test can pin some dimensions and let hypothesis drive the rest. The arrays' values are
+drawn through ``hypothesis.extra.numpy`` (:func:`values`), so a failing example shrinks to small sizes
+*and* simple values, and edge values (0, the bounds) are reached.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from hypothesis.strategies import SearchStrategy
 
 from ..functional import get_cell
@@ -123,46 +125,62 @@ def layer_configs(draw, cells=CELLS, input_size=st.integers(1, 4), hidden_size=s
     )
 
 
+def values(dtype="float64", scale=1.0, away_from_zero=0.0):
+    """Strategy for array elements: finite floats of ``dtype`` in [-scale, scale], and with ``away_from_zero``
+    > 0 none inside (-away_from_zero, away_from_zero). Hypothesis favours edge values (0, the bounds, tiny
+    numbers) and shrinks towards 0."""
+    width = np.dtype(dtype).itemsize * 8
+    kw = dict(allow_nan=False, allow_infinity=False, allow_subnormal=False, width=width)
+    scale = float(np.dtype(dtype).type(scale))
+    if away_from_zero <= 0:
+        return st.floats(-scale, scale, **kw)
+    low = float(np.dtype(dtype).type(away_from_zero))
+    return st.one_of(st.floats(low, scale, **kw), st.floats(-scale, -low, **kw))
+
+
 @st.composite
 def layer_inputs(draw, config, seq_len=st.integers(1, 6), batch=st.integers(1, 4), with_state=st.booleans(),
-                 with_lengths=st.booleans(), dtype="float64", scale=st.floats(0.1, 2.0)):
+                 with_lengths=st.booleans(), dtype="float64", scale=st.floats(0.1, 2.0), elements=None):
     """Strategy for :class:`LayerInputs` matching ``config``: x, optional initial state(s), optional lengths.
 
-    Lengths, when drawn, are in 1..seq_len and include seq_len itself half of the time.
+    Every value is drawn through ``hypothesis.extra.numpy.arrays`` (so hypothesis shrinks values, not only
+    sizes, and reaches edge values): x's elements from ``elements`` (default :func:`values` in
+    [-scale, scale]), the states' from [-1, 1]. Lengths, when drawn, are in 1..seq_len and include
+    seq_len itself half of the time. ``seed`` is one more drawn integer, for a test's own auxiliary numbers.
     """
     T = draw(_strategy(seq_len))
     B = draw(_strategy(batch))
-    seed = draw(st.integers(0, 2**32 - 1))
     amp = draw(_strategy(scale))
-    rng = np.random.default_rng(seed)
     shape = (B, T, config.input_size) if config.batch_first else (T, B, config.input_size)
-    x = (amp * rng.standard_normal(shape)).astype(dtype)
+    x = draw(arrays(dtype, shape, elements=elements if elements is not None else values(dtype, amp)))
     states = None
     if draw(_strategy(with_state)):
-        states = tuple((0.5 * rng.standard_normal(config.state_shape(B))).astype(dtype)
+        states = tuple(draw(arrays(dtype, config.state_shape(B), elements=values(dtype, 1.0)))
                        for _ in range(config.num_states))
     lengths = None
     if draw(_strategy(with_lengths)):
-        lengths = rng.integers(1, T + 1, size=B)
+        lengths = np.array(draw(st.lists(st.integers(1, T), min_size=B, max_size=B)), dtype=np.int64)
         if draw(st.booleans()):
-            lengths[rng.integers(B)] = T
+            lengths[draw(st.integers(0, B - 1))] = T
+    seed = draw(st.integers(0, 2**32 - 1))
     return LayerInputs(x=x, states=states, lengths=lengths, seq_len=T, batch=B, seed=seed)
 
 
-PROFILE_SCALE = {"ci": 1, "dev": 10}
+CI_MAX_EXAMPLES = 10
 
 
 def examples(n_ci: int) -> int:
-    """An example budget: ``n_ci`` under the ``ci`` profile, ten times more under ``dev``.
+    """An example budget: ``n_ci`` under the ``ci`` profile, scaled with the profile in force (``dev``: ten times).
 
-    For tests whose every example is expensive (finite differences over a grid of configurations)."""
-    import os
-
-    return n_ci * PROFILE_SCALE.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 1)
+    For tests whose every example is expensive (finite differences over a grid of configurations). It reads the
+    loaded profile's ``max_examples`` (10 under ``ci``), so it follows ``HYPOTHESIS_PROFILE`` and pytest's
+    ``--hypothesis-profile`` alike; call it after the profile is loaded (at test-module import, as decorators do).
+    """
+    return n_ci * max(1, settings.default.max_examples // CI_MAX_EXAMPLES)
 
 
 def register_profiles():
     """Register the ``ci`` (derandomized, bounded) and ``dev`` (more examples) hypothesis profiles."""
     common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    settings.register_profile("ci", derandomize=True, max_examples=10, print_blob=True, **common)
+    settings.register_profile("ci", derandomize=True, max_examples=CI_MAX_EXAMPLES, print_blob=True, **common)
     settings.register_profile("dev", max_examples=100, **common)
