@@ -394,3 +394,11 @@ def test_examples_run(script, args, backend, tmp_path):
     _run(os.path.join("examples", script), *args, *([] if backend is None else ["--backend", backend]),
          "--out", str(tmp_path))
     assert any(p.suffix == ".png" for p in tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_check_your_lstm_example_runs():
+    """The conformance-kit example (NumPy only: the kit compares in float64 on the host)."""
+    out = _run(os.path.join("examples", "check_your_lstm.py"), "--max-examples", "15")
+    assert "DOES NOT CONFORM" in out and "likely cause: the tanh' factor" in out and out.rstrip().endswith(
+        "lstm_backward ok")
