@@ -25,26 +25,28 @@ import numpy as np
 
 from rnn_scratch import LSTM
 from rnn_scratch.benchmark import GRID, interleaved_median_times, machine_info
+from rnn_scratch.functional._gemm import RecurrentWeight
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def gemm_floor(T, B, I, H, rng):
-    """The GEMMs of one LSTM forward+backward (same shapes and count as the kernel), nothing else."""
+    """The GEMMs of one LSTM forward+backward (same shapes, count and orientation as the kernel: the recurrent
+    products feature-major where :func:`~rnn_scratch.functional._gemm.feature_major` says so), nothing else."""
     G = 4 * H
     x = rng.standard_normal((T * B, I)).astype("float32")
-    w_ih, w_hh = rng.standard_normal((G, I)).astype("float32"), rng.standard_normal((G, H)).astype("float32")
-    w_hh_t = w_hh.T.copy()
+    w_ih = rng.standard_normal((G, I)).astype("float32")
+    w_hh = RecurrentWeight(np, rng.standard_normal((G, H)).astype("float32"), B)
     h = rng.standard_normal((T, B, H)).astype("float32")
     dg = rng.standard_normal((T, B, G)).astype("float32")
-    rec, dh = np.empty((B, G), "float32"), np.empty((B, H), "float32")
+    fwd_scratch, bwd_scratch, dh = w_hh.scratch(B), w_hh.scratch(B, backward=True), np.empty((B, H), "float32")
 
     def run():
         x @ w_ih.T  # input projection
         for t in range(T):
-            np.matmul(h[t], w_hh_t, out=rec)  # forward recurrence
+            w_hh.h_wt(h[t], fwd_scratch)  # forward recurrence
         for t in range(T):
-            np.matmul(dg[t], w_hh, out=dh)  # backward recurrence
+            w_hh.product(dh, dg[t], bwd_scratch)  # backward recurrence
         d = dg.reshape(T * B, G)
         d.T @ x, d.T @ h.reshape(T * B, H), d @ w_ih  # dW_ih, dW_hh, dx
 
@@ -82,6 +84,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=["seed", "tiny", "mid", "large", "xl"])
     ap.add_argument("--repeat", type=int, default=6)
+    ap.add_argument("--name", default="lstm_vs_onednn", help="results file name (default lstm_vs_onednn)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
@@ -93,18 +96,18 @@ def main(argv=None):
         rows.append({"size": name, "T": T, "B": B, "I": I, "H": H, "forward_backward_s": times})
         print(name, "  ".join(f"{k} {v * 1e3:.1f} ms" for k, v in times.items()), flush=True)
     lines = [f"{'size':<7}" + "".join(f"{k + ' ms':>19}" for k in fns)
-             + f"{'ours/torch':>12}{'floor/torch':>13}{'ours/no_onednn':>16}"]
+             + f"{'ours/torch':>12}{'floor/torch':>13}{'ours/no_onednn':>16}{'ours/floor':>12}"]
     for r in rows:
         t = r["forward_backward_s"]
         lines.append(f"{r['size']:<7}" + "".join(f"{t[k] * 1e3:>19.2f}" for k in fns)
                      + f"{t['ours'] / t['torch']:>12.2f}{t['gemm_floor'] / t['torch']:>13.2f}"
-                     + f"{t['ours'] / t['torch_no_onednn']:>16.2f}")
+                     + f"{t['ours'] / t['torch_no_onednn']:>16.2f}{t['ours'] / t['gemm_floor']:>12.2f}")
     text = "LSTM forward+backward, float32, taking turns (median)\n" + "\n".join(lines)
     print(text)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "lstm_vs_onednn.json"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
         json.dump({"machine": machine_info(), "rows": rows}, f, indent=1)
-    with open(os.path.join(args.out, "lstm_vs_onednn.txt"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.txt"), "w") as f:
         f.write(text + "\n")
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import rnn_scratch
 from rnn_scratch.functional import (
     _common,
+    _gemm,
     _parallel,
     reference_backward,
     reference_forward,
@@ -25,16 +26,17 @@ GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
 
 @contextlib.contextmanager
-def forced_blocks(threads, chunk=1 << 18):
-    """Split even tiny problems into row blocks on ``threads`` threads, ``chunk``-element time runs."""
-    saved = _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS
+def forced_blocks(threads, chunk=1 << 18, orientation=None):
+    """Split even tiny problems into row blocks on ``threads`` threads, ``chunk``-element time runs, and force the
+    recurrent GEMM's orientation (True: feature-major W h^T, False: h W^T, None: the size rule)."""
+    saved = _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS, _gemm.FORCE_ORIENTATION
     _parallel.set_num_threads(threads)
-    _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS = 1, chunk
+    _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS, _gemm.FORCE_ORIENTATION = 1, chunk, orientation
     try:
         yield
     finally:
         _parallel.set_num_threads(None)
-        _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS = saved
+        _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS, _gemm.FORCE_ORIENTATION = saved
 
 
 ROUNDING_MULTIPLE = 32
@@ -67,9 +69,11 @@ def rounding_bound(tensor, T, I, H, m, signal):
 @given(cell=st.sampled_from(CELLS), T=st.integers(1, 8), B=st.integers(1, 5), I=st.integers(1, 6),
        H=st.integers(1, 7), bias=st.booleans(), reverse=st.booleans(), padded=st.booleans(),
        seed=st.integers(0, 2**31), scale=st.floats(0.1, 3.0), threads=st.sampled_from([1, 2, 3]),
-       chunk=st.sampled_from([1, 40, 1 << 18]))
-def test_fast_path_matches_reference(cell, T, B, I, H, bias, reverse, padded, seed, scale, threads, chunk):
-    """Also with the batch split into row blocks on threads and the LSTM backward's time runs of 1..T steps."""
+       chunk=st.sampled_from([1, 40, 1 << 18]), orientation=st.sampled_from([None, True, False]))
+def test_fast_path_matches_reference(cell, T, B, I, H, bias, reverse, padded, seed, scale, threads, chunk,
+                                     orientation):
+    """Also with the batch split into row blocks on threads, the LSTM backward's time runs of 1..T steps, and the
+    recurrent GEMM in either orientation."""
     rng = np.random.default_rng(seed)
     G = GATES[cell]
     params = {"weight_ih": scale * rng.standard_normal((G * H, I)),
@@ -84,7 +88,7 @@ def test_fast_path_matches_reference(cell, T, B, I, H, bias, reverse, padded, se
         mask = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
     dout = rng.standard_normal((T, B, H))
     dstate = tuple(rng.standard_normal((B, H)) for _ in state)
-    with forced_blocks(threads, chunk):
+    with forced_blocks(threads, chunk, orientation):
         out_f, st_f, cache_f = sequence_forward(cell, x, state, params, reverse=reverse, mask=mask)
         dx_f, d0_f, dp_f = sequence_backward(cell, dout, dstate, cache_f)
     out_r, st_r, cache_r = reference_forward(cell, x, state, params, reverse=reverse, mask=mask)

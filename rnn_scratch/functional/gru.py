@@ -31,7 +31,7 @@ from typing import NamedTuple
 from ..backend import array_module
 from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
 from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_
-from ._gemm import input_gradient, input_projection, weight_gradients
+from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
 
 
@@ -106,7 +106,6 @@ def gru_forward(x, state, params, *, reverse=False, mask=None):
     xp, x, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h,) = forward_setup(x, state, params, reverse, mask)
     scale = xp.ones((3 * H, 1), dtype=x.dtype)
     scale[: 2 * H] = -1.0
-    w_hh_s_t = (w_hh * scale).T.copy()
     if b_ih is None:
         bias_x, b_hn = None, None
     else:
@@ -120,12 +119,13 @@ def gru_forward(x, state, params, *, reverse=False, mask=None):
         """The time loop for the batch rows ``rows`` (rows evolve independently), in place."""
         gates_rows, h_rows, m_rows = gates[:, rows], h[:, rows], m[:, rows]
         skip = None if mask is None else ~mask[:, rows]
-        a_hh = xp.empty((gates_rows.shape[1], 3 * H), dtype=x.dtype)  # W_hh h_{t-1}, r and z rows negated
+        w_hh_s = RecurrentWeight(xp, w_hh * scale, gates_rows.shape[1])  # r and z rows negated
+        scratch = w_hh_s.scratch(gates_rows.shape[1])
         with quiet_overflow(xp):
             for t in slots.order:
                 h_prev, h_new = h_rows[slots.slot_before(t)], h_rows[slots.slot_after(t)]
                 gates_t, m_t = gates_rows[t], m_rows[t]
-                xp.matmul(h_prev, w_hh_s_t, out=a_hh)
+                a_hh = w_hh_s.h_wt(h_prev, scratch)  # W_hh h_{t-1}
                 rz = gates_t[:, : 2 * H]
                 rz += a_hh[:, : 2 * H]
                 sigmoid_from_negated_(xp, rz)
@@ -173,6 +173,8 @@ def gru_backward(dout, dstate_n, cache: GRUCache):
         dh_rows = dh[rows]
         b = dh_rows.shape[0]
         one_minus_n2, dh_hh, dh_carried = (xp.empty((b, H), dtype=dh.dtype) for _ in range(3))
+        w = RecurrentWeight(xp, w_hh, b)
+        scratch = w.scratch(b, backward=True)
         sigmoid_grads = xp.empty((b, 2 * H), dtype=dh.dtype)
         for t in slots.backward_order:
             if dout_rows is not None:
@@ -199,7 +201,7 @@ def gru_backward(dout, dstate_n, cache: GRUCache):
             dgh[:, : 2 * H] = dgx[:, : 2 * H]
             xp.multiply(da_n, r, out=dgh[:, 2 * H :])
             # dh_{t-1} = dh * z + dG_h W_hh
-            xp.matmul(dgh, w_hh, out=dh_hh)
+            w.product(dh_hh, dgh, scratch)
             dh_rows *= z
             dh_rows += dh_hh
             if valid is not None:

@@ -57,7 +57,7 @@ from ._common import (
     unpack,
 )
 from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_
-from ._gemm import input_gradient, input_projection, weight_gradients
+from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
 
 
@@ -150,7 +150,6 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
     scale = xp.full((4 * H, 1), -1.0, dtype=x.dtype)  # sigmoid rows: exp(-a)
     scale[3 * H :] = 1.0  # g rows: tanh(a)
     w_ih_s = w_ih[perm] * scale
-    w_hh_s_t = (w_hh[perm] * scale).T.copy()
     bias_s = None if b_ih is None else (b_ih + b_hh)[perm] * scale[:, 0]
     tanh_c = xp.empty((T, B, H), dtype=x.dtype)
 
@@ -158,15 +157,15 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
         """The time loop for the batch rows ``rows`` (rows evolve independently), in place."""
         gates_rows, h_rows, c_rows, tanh_c_rows = gates[:, rows], h[:, rows], c[:, rows], tanh_c[:, rows]
         skip = None if mask is None else ~mask[:, rows]
-        a_hh = xp.empty((gates_rows.shape[1], 4 * H), dtype=x.dtype)  # W_hh h_{t-1}, scaled rows
+        w_hh_s = RecurrentWeight(xp, w_hh[perm] * scale, gates_rows.shape[1])
+        scratch = w_hh_s.scratch(gates_rows.shape[1])
         i_times_g = xp.empty((gates_rows.shape[1], H), dtype=x.dtype)
         with quiet_overflow(xp):
             for t in slots.order:
                 before, after = slots.slot_before(t), slots.slot_after(t)
                 h_prev, c_prev, h_new, c_new = h_rows[before], c_rows[before], h_rows[after], c_rows[after]
                 gates_t, tanh_c_t = gates_rows[t], tanh_c_rows[t]
-                xp.matmul(h_prev, w_hh_s_t, out=a_hh)
-                gates_t += a_hh  # -a (sigmoid rows o, i, f), a (g rows)
+                gates_t += w_hh_s.h_wt(h_prev, scratch)  # -a (sigmoid rows o, i, f), a (g rows)
                 o, i, f, g = _gate_blocks(gates_t, H)
                 sigmoid_from_negated_(xp, gates_t[:, : 3 * H])
                 xp.tanh(g, out=g)
@@ -200,7 +199,6 @@ def lstm_backward(dout, dstate_n, cache: LSTMCache):
     xp, (T, B, _, H), (w_ih, w_hh, b_ih, _), dout, (dh, dc) = backward_setup(cache, dout, dstate_n, 2)
     mask, slots, gates, tanh_c = cache.mask, cache.slots, cache.gates, cache.tanh_c
     perm, inv = _gate_permutation(xp, H)
-    w_hh_p = w_hh[perm]
     c_prev_all = cache.c_prev
     dgates = xp.empty((T, B, 4 * H), dtype=cache.x.dtype)  # (o, i, f, g); first the factors, then da
     dc_factor = xp.empty((T, B, H), dtype=cache.x.dtype)  # o (1 - tanh(c)^2)
@@ -232,6 +230,8 @@ def lstm_backward(dout, dstate_n, cache: LSTMCache):
         dh_rows, dc_rows = dh[rows], dc[rows]
         b = dh_rows.shape[0]
         dh_times_factor, dh_carried, dc_carried = (xp.empty((b, H), dtype=dh.dtype) for _ in range(3))
+        w_hh_p = RecurrentWeight(xp, w_hh[perm], b)
+        scratch = w_hh_p.scratch(b, backward=True)
         for steps in backward_time_chunks(slots, b * 5 * H):
             factors(span(steps), rows)
             for t in steps:
@@ -246,7 +246,7 @@ def lstm_backward(dout, dstate_n, cache: LSTMCache):
                 da[:, :H] *= dh_rows  # da_o
                 da.reshape(b, 4, H)[:, 1:] *= dc_rows[:, None, :]  # da_i, da_f, da_g
                 dc_rows *= gates_rows[t][:, 2 * H : 3 * H]  # dc_{t-1} = dc * f
-                xp.matmul(da, w_hh_p, out=dh_rows)  # dh_{t-1} = da W_hh
+                w_hh_p.product(dh_rows, da, scratch)  # dh_{t-1} = da W_hh
                 if valid is not None:
                     rejoin_padded(dh_rows, dh_carried)
                     rejoin_padded(dc_rows, dc_carried)

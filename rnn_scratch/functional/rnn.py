@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from ..backend import array_module
 from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
-from ._gemm import input_gradient, input_projection, weight_gradients
+from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
 
 NONLINEARITIES = ("tanh", "relu")
@@ -101,17 +101,16 @@ def rnn_forward(x, state, params, nonlinearity="tanh", *, reverse=False, mask=No
     then phi in place. Returns (out (T, B, H), (h_n,), :class:`RNNCache`).
     """
     xp, x, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h,) = forward_setup(x, state, params, reverse, mask)
-    w_hh_t = w_hh.T
 
     def recur(rows):
         """The time loop for the batch rows ``rows`` (rows evolve independently), in place."""
         h_cell_rows, h_rows = h_cell[:, rows], h[:, rows]
         skip = None if mask is None else ~mask[:, rows]
-        a_hh = xp.empty((h_rows.shape[1], H), dtype=x.dtype)  # W_hh h_{t-1}
+        w = RecurrentWeight(xp, w_hh, h_rows.shape[1])
+        scratch = w.scratch(h_rows.shape[1])
         for t in slots.order:
             h_prev, h_new, h_cell_t = h_rows[slots.slot_before(t)], h_rows[slots.slot_after(t)], h_cell_rows[t]
-            xp.matmul(h_prev, w_hh_t, out=a_hh)
-            h_cell_t += a_hh  # a_t = W_ih x_t + b + W_hh h_{t-1}
+            h_cell_t += w.h_wt(h_prev, scratch)  # a_t = W_ih x_t + b + W_hh h_{t-1}
             _activate(xp, h_cell_t, nonlinearity, out=h_cell_t)  # h_t = phi(a_t)
             xp.copyto(h_new, h_cell_t)
             if skip is not None:  # padded steps carry the state through unchanged
@@ -140,6 +139,8 @@ def rnn_backward(dout, dstate_n, cache: RNNCache):
         dout_rows = None if dout is None else dout[:, rows]
         valid = None if mask is None else mask[:, rows]
         dh_carried = xp.empty_like(dh_rows)
+        w = RecurrentWeight(xp, w_hh, dh_rows.shape[0])
+        scratch = w.scratch(dh_rows.shape[0], backward=True)
         for t in slots.backward_order:
             if dout_rows is not None:
                 dh_rows += dout_rows[t]
@@ -152,7 +153,7 @@ def rnn_backward(dout, dstate_n, cache: RNNCache):
                 da_t *= dh_rows
             else:  # da_t = dh * [h_t > 0]
                 xp.multiply(dh_rows, h_t > 0, out=da_t)
-            xp.matmul(da_t, w_hh, out=dh_rows)  # dh_{t-1} = da_t W_hh
+            w.product(dh_rows, da_t, scratch)  # dh_{t-1} = da_t W_hh
             if valid is not None:
                 rejoin_padded(dh_rows, dh_carried)
 
