@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from functools import lru_cache
+from functools import cache, lru_cache
 from types import ModuleType
 
 import numpy as np
@@ -125,6 +125,133 @@ def synchronize(backend: str | None = None) -> None:
     """Wait for the device to finish queued work (no-op on NumPy). Used for timing."""
     if resolve_backend(backend) == "cupy":
         _probe_cupy()[0].cuda.get_current_stream().synchronize()
+
+
+# -- fused CUDA kernels -------------------------------------------------------------------------------
+# The functional core writes each cell's fused step kernels as CUDA C sources beside its NumPy code
+# (with ``real`` for the element type); they are compiled here, once per (source, name, dtype).
+# They stay switched off until a device run has verified them: RNN_SCRATCH_FUSED=1 or set_fused(True).
+FUSED_ENV_VAR = "RNN_SCRATCH_FUSED"
+GRAPH_ENV_VAR = "RNN_SCRATCH_CUDA_GRAPHS"
+_switches = {"fused": None, "graphs": None}
+CUDA_TYPES = {"float32": "float", "float64": "double"}
+
+
+def set_fused(enabled: bool | None) -> None:
+    """Use the fused CUDA step kernels on CuPy (None: the environment variable RNN_SCRATCH_FUSED decides)."""
+    _switches["fused"] = None if enabled is None else bool(enabled)
+
+
+def set_cuda_graphs(enabled: bool | None) -> None:
+    """Replay the fused time loop as a captured CUDA graph (None: RNN_SCRATCH_CUDA_GRAPHS decides)."""
+    _switches["graphs"] = None if enabled is None else bool(enabled)
+
+
+def _switch(name, env):
+    value = _switches[name]
+    return value if value is not None else os.environ.get(env, "0") not in ("", "0", "false", "no")
+
+
+def fused_enabled(xp) -> bool:
+    """True when ``xp`` is CuPy and the fused kernels are switched on (off by default: see above)."""
+    return xp is not np and _switch("fused", FUSED_ENV_VAR)
+
+
+def cuda_graphs_enabled() -> bool:
+    return _switch("graphs", GRAPH_ENV_VAR)
+
+
+def cuda_source(source: str, dtype) -> str:
+    """The kernel source for one element type: ``real`` is float or double."""
+    return f"typedef {CUDA_TYPES[np.dtype(dtype).name]} real;\n" + source
+
+
+@cache
+def _compiled(source: str, name: str):
+    cp = _probe_cupy()[0]
+    return cp.RawKernel(source, name, options=("--std=c++14",))
+
+
+def cuda_kernel(source: str, name: str, dtype):
+    """The compiled kernel ``name`` of ``source`` for ``dtype``, memoised (CuPy caches the binary on disk too)."""
+    return _compiled(cuda_source(source, dtype), name)
+
+
+def launch(kernel, n: int, args, block: int = 256):
+    """Launch ``kernel`` over ``n`` elements (one thread each) on the current stream."""
+    kernel(((n + block - 1) // block,), (block,), args)
+
+
+def nvrtc_compile(source: str, name: str, dtype, arch: str = "compute_90") -> str:
+    """Compile a kernel source with NVRTC, no GPU needed: '' when it compiles, else the compiler's log.
+
+    Raises BackendUnavailableError when NVRTC cannot be loaded (``pip install cupy-cuda12x
+    nvidia-cuda-nvrtc-cu12``)."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+    except Exception as exc:
+        raise BackendUnavailableError(f"NVRTC is not importable ({type(exc).__name__}: {exc})") from None
+    try:
+        program = nvrtc.createProgram(cuda_source(source, dtype), f"{name}.cu", [], [])
+    except Exception as exc:
+        raise BackendUnavailableError(f"NVRTC cannot be used ({type(exc).__name__}: {exc})") from None
+    try:
+        nvrtc.compileProgram(program, [f"-arch={arch}", "--std=c++14"])
+        return ""
+    except Exception:
+        return nvrtc.getProgramLog(program)
+    finally:
+        nvrtc.destroyProgram(program)
+
+
+class CudaGraphs:
+    """Replays of captured CUDA graphs, one per key (the shapes and the buffers' addresses: a graph launches the
+    exact pointers it captured, and CuPy's memory pool hands the same addresses back in a steady loop).
+
+    ``run(key, issue)``: on a hit, launch the graph; on a miss, capture ``issue()`` (the time loop's launches,
+    on preallocated buffers only) and launch it. A capture that fails (an allocation or a synchronisation
+    inside, an old driver) is remembered, and ``issue()`` runs plainly from then on for that key. ``last``
+    says what the last call did: "replayed", "captured" or "plain: <reason>".
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.graphs: dict = {}
+        self.failed: dict = {}
+        self.last = None
+
+    def run(self, key, issue):
+        cp = _probe_cupy()[0]
+        if key in self.failed:
+            self.last = f"plain: {self.failed[key]}"
+            return issue()
+        current = cp.cuda.get_current_stream()
+        graph = self.graphs.get(key)
+        if graph is None:
+            stream = cp.cuda.Stream(non_blocking=True)
+            stream.wait_event(current.record())
+            try:
+                with stream:
+                    stream.begin_capture()
+                    try:
+                        issue()
+                    finally:
+                        graph = stream.end_capture()
+            except Exception as exc:
+                self.failed[key] = f"capture failed ({type(exc).__name__}: {exc})"
+                self.last = f"plain: {self.failed[key]}"
+                return issue()
+            if len(self.graphs) >= self.size:
+                self.graphs.pop(next(iter(self.graphs)))
+            self.graphs[key] = (graph, stream)
+            self.last = "captured"
+        else:
+            graph, stream = graph
+            self.last = "replayed"
+        stream.wait_event(current.record())
+        graph.launch(stream)
+        current.wait_event(stream.record())
+        return None
 
 
 def available_bytes(backend: str) -> int | None:

@@ -28,8 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..backend import array_module
+from ..backend import array_module, cuda_kernel, fused_enabled, launch
 from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
+from ._cuda import ints, run_time_loop, step_flags, step_input
 from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_
 from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
@@ -88,6 +89,60 @@ def gru_step_backward(dstate, cache: GRUStepCache):
     return dg_x @ w_ih, (dh * z + dg_h @ w_hh,), dparams
 
 
+_GRU_CUDA = r"""
+// The GRU step, fused: the NumPy loops of gru_forward / gru_backward, one thread per (row b, unit j).
+extern "C" __global__ void gru_forward_step(
+    real* gates, const real* a_hh,            // (B, 3H): -a_r, -a_z, W_in x + b_in | W_hh h_{t-1} (r, z negated)
+    const real* b_hn,                         // (H,) or a dummy (has_bias = 0)
+    const real* h_prev, real* h_new, real* m, // (B, H); m out: W_hn h_{t-1} + b_hn
+    const bool* valid, int has_mask, int has_bias, int B, int H)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k % H;
+    real* gates_t = gates + (size_t)b * 3 * H;
+    const real* a_hh_t = a_hh + (size_t)b * 3 * H;
+    real r = 1 / (1 + exp(gates_t[j] + a_hh_t[j]));
+    real z = 1 / (1 + exp(gates_t[H + j] + a_hh_t[H + j]));
+    real m_t = a_hh_t[2 * H + j] + (has_bias ? b_hn[j] : 0);   // m = W_hn h_{t-1} + b_hn
+    real n = tanh(gates_t[2 * H + j] + r * m_t);                 // n = tanh(W_in x_t + b_in + r * m)
+    gates_t[j] = r; gates_t[H + j] = z; gates_t[2 * H + j] = n;
+    m[k] = m_t;
+    bool keep = !has_mask || valid[b];                           // padded steps carry the state through
+    h_new[k] = keep ? n + z * (h_prev[k] - n) : h_prev[k];       // h_t = n + z (h_{t-1} - n)
+}
+
+extern "C" __global__ void gru_backward_step(
+    const real* gates, const real* m, const real* h_prev,       // (B, 3H) r, z, n; (B, H); (B, H)
+    const real* dout_t,                                         // (B, H) or a dummy (has_dout = 0)
+    real* dh_carry, const real* dh_gemm,                        // dh = dh_carry + dh_gemm (+ dout); carry out
+    real* dgates_x, real* dgates_h,                             // (B, 3H) out: [da_r, da_z, da_n], [.., da_n r]
+    const bool* valid, int has_mask, int has_dout, int B, int H)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k % H;
+    const real* gates_t = gates + (size_t)b * 3 * H;
+    real* dgx = dgates_x + (size_t)b * 3 * H;
+    real* dgh = dgates_h + (size_t)b * 3 * H;
+    real dh = dh_carry[k] + dh_gemm[k] + (has_dout ? dout_t[k] : 0);
+    if (has_mask && !valid[b]) {                                // padded: the gradient passes straight through
+        dgx[j] = 0; dgx[H + j] = 0; dgx[2 * H + j] = 0;
+        dgh[j] = 0; dgh[H + j] = 0; dgh[2 * H + j] = 0;
+        dh_carry[k] = dh;
+        return;
+    }
+    real r = gates_t[j], z = gates_t[H + j], n = gates_t[2 * H + j];
+    real da_n = dh * (1 - z) * (1 - n * n);                     // da_n = dh (1 - z) (1 - n^2)
+    real da_r = da_n * m[k] * r * (1 - r);                      // da_r = da_n m r (1 - r)
+    real da_z = dh * (h_prev[k] - n) * z * (1 - z);             // da_z = dh (h_{t-1} - n) z (1 - z)
+    dgx[j] = da_r; dgx[H + j] = da_z; dgx[2 * H + j] = da_n;
+    dgh[j] = da_r; dgh[H + j] = da_z; dgh[2 * H + j] = da_n * r;
+    dh_carry[k] = dh * z;                                       // dh_{t-1} = dh z + dG_h W_hh (the next GEMM)
+}
+"""
+
+
 @dataclass(frozen=True, eq=False)
 class GRUCache(SequenceCache):
     """What the whole-sequence backward needs: :class:`SequenceCache`'s fields, and gates (T, B, 3H): r, z, n;
@@ -143,9 +198,30 @@ def gru_forward(x, state, params, *, reverse=False, mask=None):
                 if skip is not None:  # padded steps carry the state through unchanged
                     xp.copyto(h_new, h_prev, where=skip[t])
 
-    with batch_blocks(xp, B, 3 * H) as blocks:  # batch-row blocks run in parallel (see _parallel)
-        gates = input_projection(x, w_ih * scale, bias_x, blocks)  # overwritten by the gates (r, z, n)
-        blocks.map(recur)
+    def recur_fused():
+        """The same time loop on the GPU: per step one GEMM and one fused kernel (gru_forward_step)."""
+        step = cuda_kernel(_GRU_CUDA, "gru_forward_step", x.dtype)
+        w_hh_s = RecurrentWeight(xp, w_hh * scale, B)
+        scratch = w_hh_s.scratch(B)
+        valid, has_mask = step_flags(xp, mask, T, B)
+        b_hn_arg = xp.zeros(1, dtype=x.dtype) if b_hn is None else xp.ascontiguousarray(b_hn)
+
+        def issue():
+            for t in slots.order:
+                before, after = slots.slot_before(t), slots.slot_after(t)
+                a_hh = w_hh_s.h_wt(h[before], scratch)  # W_hh h_{t-1}, r and z rows negated
+                launch(step, B * H, (gates[t], a_hh, b_hn_arg, h[before], h[after], m[t], valid[t], has_mask,
+                                     *ints(b_hn is not None, B, H)))
+
+        return run_time_loop("gru_forward", (gates, h, m, scratch, w_hh_s.w_t, b_hn_arg), issue)
+
+    if fused_enabled(xp):
+        gates = input_projection(x, w_ih * scale, bias_x)
+        recur_fused()
+    else:
+        with batch_blocks(xp, B, 3 * H) as blocks:  # batch-row blocks run in parallel (see _parallel)
+            gates = input_projection(x, w_ih * scale, bias_x, blocks)  # overwritten by the gates (r, z, n)
+            blocks.map(recur)
     if mask is None:
         out = h[slots.after]
     else:  # the cell output n + z (h_prev - n) at valid steps, zero at padded ones
@@ -207,11 +283,35 @@ def gru_backward(dout, dstate_n, cache: GRUCache):
             if valid is not None:
                 rejoin_padded(dh_rows, dh_carried)
 
-    with batch_blocks(xp, B, 3 * H) as blocks:
-        blocks.map(recur)
-        grads = weight_gradients(dgates_x, cache.x, cache.h_prev, dgates_hh=dgates_h, has_bias=b_ih is not None,
-                                 blocks=blocks)
-        dx = input_gradient(dgates_x, w_ih, blocks)
+    def recur_fused():
+        """The same BPTT on the GPU: per step one fused kernel (gru_backward_step) and one GEMM."""
+        step = cuda_kernel(_GRU_CUDA, "gru_backward_step", dh.dtype)
+        w = RecurrentWeight(xp, w_hh, B)
+        scratch = w.scratch(B, backward=True)
+        dh_gemm = xp.zeros_like(dh)
+        valid, has_mask = step_flags(xp, mask, T, B)
+        douts, has_dout = step_input(xp, dout, T, B, H, dh.dtype)
+        h_prev_all = cache.h_prev
+
+        def issue():
+            for t in slots.backward_order:
+                launch(step, B * H, (gates[t], cache.m[t], h_prev_all[t], douts[t], dh, dh_gemm, dgates_x[t],
+                                     dgates_h[t], valid[t], has_mask, has_dout, *ints(B, H)))
+                w.product(dh_gemm, dgates_h[t], scratch)  # dG_h W_hh
+
+        run_time_loop("gru_backward", (gates, cache.m, dgates_x, dgates_h, dh, dh_gemm, w.w), issue)
+        xp.add(dh, dh_gemm, out=dh)  # dL/dh_0
+
+    if fused_enabled(xp):
+        recur_fused()
+        grads = weight_gradients(dgates_x, cache.x, cache.h_prev, dgates_hh=dgates_h, has_bias=b_ih is not None)
+        dx = input_gradient(dgates_x, w_ih)
+    else:
+        with batch_blocks(xp, B, 3 * H) as blocks:
+            blocks.map(recur)
+            grads = weight_gradients(dgates_x, cache.x, cache.h_prev, dgates_hh=dgates_h,
+                                     has_bias=b_ih is not None, blocks=blocks)
+            dx = input_gradient(dgates_x, w_ih, blocks)
     return dx, (dh,), grads
 
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..backend import array_module
+from ..backend import array_module, cuda_kernel, fused_enabled, launch
 from ._common import (
     Cell,
     SequenceCache,
@@ -56,6 +56,7 @@ from ._common import (
     split_padded,
     unpack,
 )
+from ._cuda import ints, run_time_loop, step_flags, step_input
 from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_
 from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
@@ -124,6 +125,64 @@ def _gate_blocks(gates, H):
     return gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H : 3 * H], gates[..., 3 * H :]
 
 
+_LSTM_CUDA = r"""
+// The LSTM step, fused: the NumPy loops of lstm_forward / lstm_backward, one thread per (row b, unit j).
+// Gate rows in the fast path's order (o, i, f, g); the sigmoid rows hold -a (weights pre-scaled by -1).
+extern "C" __global__ void lstm_forward_step(
+    real* gates, const real* a_hh,            // (B, 4H): -a (o, i, f), a (g) of x and of h_{t-1}; out o, i, f, g
+    const real* c_prev, const real* h_prev,   // (B, H)
+    real* c_new, real* h_new, real* tanh_c,   // (B, H)
+    const bool* valid, int has_mask, int B, int H)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k % H;
+    real* gates_t = gates + (size_t)b * 4 * H;
+    const real* a_hh_t = a_hh + (size_t)b * 4 * H;
+    real o = 1 / (1 + exp(gates_t[j] + a_hh_t[j]));             // sigma(a) = 1 / (1 + exp(-a))
+    real i = 1 / (1 + exp(gates_t[H + j] + a_hh_t[H + j]));
+    real f = 1 / (1 + exp(gates_t[2 * H + j] + a_hh_t[2 * H + j]));
+    real g = tanh(gates_t[3 * H + j] + a_hh_t[3 * H + j]);
+    real c = f * c_prev[k] + i * g;                               // c_t = f * c_{t-1} + i * g
+    real tc = tanh(c);
+    gates_t[j] = o; gates_t[H + j] = i; gates_t[2 * H + j] = f; gates_t[3 * H + j] = g;
+    tanh_c[k] = tc;
+    bool keep = !has_mask || valid[b];                            // padded steps carry the state through
+    c_new[k] = keep ? c : c_prev[k];
+    h_new[k] = keep ? o * tc : h_prev[k];                         // h_t = o * tanh(c_t)
+}
+
+extern "C" __global__ void lstm_backward_step(
+    const real* gates, const real* tanh_c, const real* c_prev, // (B, 4H) o, i, f, g; (B, H); (B, H)
+    const real* dout_t,                                         // (B, H) or a dummy (has_dout = 0)
+    real* dh_carry, const real* dh_gemm,                        // dh = dh_carry + dh_gemm (+ dout); carry out
+    real* dc,                                                   // in dL/dc_t, out dL/dc_{t-1}
+    real* dgates,                                               // (B, 4H) out: da_o, da_i, da_f, da_g
+    const bool* valid, int has_mask, int has_dout, int B, int H)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H, j = k % H;
+    const real* gates_t = gates + (size_t)b * 4 * H;
+    real* da = dgates + (size_t)b * 4 * H;
+    real dh = dh_carry[k] + dh_gemm[k] + (has_dout ? dout_t[k] : 0);
+    if (has_mask && !valid[b]) {                                // padded: gradients pass straight through
+        da[j] = 0; da[H + j] = 0; da[2 * H + j] = 0; da[3 * H + j] = 0;
+        dh_carry[k] = dh;
+        return;
+    }
+    real o = gates_t[j], i = gates_t[H + j], f = gates_t[2 * H + j], g = gates_t[3 * H + j], tc = tanh_c[k];
+    real dc_t = dc[k] + dh * o * (1 - tc * tc);                  // dc += dh * o (1 - tanh(c)^2)
+    da[j] = dh * tc * o * (1 - o);                              // da_o
+    da[H + j] = dc_t * g * i * (1 - i);                         // da_i
+    da[2 * H + j] = dc_t * c_prev[k] * f * (1 - f);             // da_f
+    da[3 * H + j] = dc_t * i * (1 - g * g);                     // da_g
+    dc[k] = dc_t * f;                                           // dc_{t-1} = dc * f
+    dh_carry[k] = 0;                                            // dh_{t-1} = da W_hh: the next GEMM
+}
+"""
+
+
 @dataclass(frozen=True, eq=False)
 class LSTMCache(SequenceCache):
     """What the whole-sequence backward needs: :class:`SequenceCache`'s fields, and c (T+1, B, H): the cell
@@ -178,9 +237,29 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
                     xp.copyto(h_new, h_prev, where=skip[t])
                     xp.copyto(c_new, c_prev, where=skip[t])
 
-    with batch_blocks(xp, B, 4 * H) as blocks:  # batch-row blocks run in parallel (see _parallel)
-        gates = input_projection(x, w_ih_s, bias_s, blocks)  # overwritten by the gates (o, i, f, g)
-        blocks.map(recur)
+    def recur_fused():
+        """The same time loop on the GPU: per step one GEMM and one fused kernel (lstm_forward_step)."""
+        step = cuda_kernel(_LSTM_CUDA, "lstm_forward_step", x.dtype)
+        w_hh_s = RecurrentWeight(xp, w_hh[perm] * scale, B)
+        scratch = w_hh_s.scratch(B)
+        valid, has_mask = step_flags(xp, mask, T, B)
+
+        def issue():
+            for t in slots.order:
+                before, after = slots.slot_before(t), slots.slot_after(t)
+                a_hh = w_hh_s.h_wt(h[before], scratch)  # W_hh h_{t-1}, scaled rows
+                launch(step, B * H, (gates[t], a_hh, c[before], h[before], c[after], h[after], tanh_c[t], valid[t],
+                                     has_mask, *ints(B, H)))
+
+        return run_time_loop("lstm_forward", (gates, h, c, tanh_c, scratch, w_hh_s.w_t), issue)
+
+    if fused_enabled(xp):
+        gates = input_projection(x, w_ih_s, bias_s)
+        recur_fused()
+    else:
+        with batch_blocks(xp, B, 4 * H) as blocks:  # batch-row blocks run in parallel (see _parallel)
+            gates = input_projection(x, w_ih_s, bias_s, blocks)  # overwritten by the gates (o, i, f, g)
+            blocks.map(recur)
     if mask is None:
         out = h[slots.after]
     else:  # output o * tanh(c) at valid steps, zero at padded ones
@@ -251,10 +330,33 @@ def lstm_backward(dout, dstate_n, cache: LSTMCache):
                     rejoin_padded(dh_rows, dh_carried)
                     rejoin_padded(dc_rows, dc_carried)
 
-    with batch_blocks(xp, B, 4 * H) as blocks:
-        blocks.map(recur)
-        grads = weight_gradients(dgates, cache.x, cache.h_prev, has_bias=b_ih is not None, blocks=blocks)
-        dx = input_gradient(dgates, w_ih[perm], blocks)
+    def recur_fused():
+        """The same BPTT on the GPU: per step one fused kernel (lstm_backward_step) and one GEMM."""
+        step = cuda_kernel(_LSTM_CUDA, "lstm_backward_step", dh.dtype)
+        w_hh_p = RecurrentWeight(xp, w_hh[perm], B)
+        scratch = w_hh_p.scratch(B, backward=True)
+        dh_gemm = xp.zeros_like(dh)
+        valid, has_mask = step_flags(xp, mask, T, B)
+        douts, has_dout = step_input(xp, dout, T, B, H, dh.dtype)
+
+        def issue():
+            for t in slots.backward_order:
+                launch(step, B * H, (gates[t], tanh_c[t], c_prev_all[t], douts[t], dh, dh_gemm, dc, dgates[t],
+                                     valid[t], has_mask, has_dout, *ints(B, H)))
+                w_hh_p.product(dh_gemm, dgates[t], scratch)  # dh_{t-1} = da W_hh
+
+        run_time_loop("lstm_backward", (gates, tanh_c, dgates, dh, dh_gemm, dc, w_hh_p.w), issue)
+        xp.add(dh, dh_gemm, out=dh)  # dL/dh_0
+
+    if fused_enabled(xp):
+        recur_fused()
+        grads = weight_gradients(dgates, cache.x, cache.h_prev, has_bias=b_ih is not None)
+        dx = input_gradient(dgates, w_ih[perm])
+    else:
+        with batch_blocks(xp, B, 4 * H) as blocks:
+            blocks.map(recur)
+            grads = weight_gradients(dgates, cache.x, cache.h_prev, has_bias=b_ih is not None, blocks=blocks)
+            dx = input_gradient(dgates, w_ih[perm], blocks)
     grads = {name: grad[inv] for name, grad in grads.items()}  # rows back to (i, f, g, o)
     return dx, (dh, dc), grads
 

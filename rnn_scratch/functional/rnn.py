@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
-from ..backend import array_module
+from ..backend import array_module, cuda_kernel, fused_enabled, launch
 from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
+from ._cuda import ints, run_time_loop, step_flags, step_input
 from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
 
@@ -94,6 +95,44 @@ class RNNCache(SequenceCache):
     nonlinearity: str = "tanh"
 
 
+_RNN_CUDA = r"""
+// The RNN step, fused: the NumPy loops of rnn_forward / rnn_backward, one thread per (row b, unit j).
+extern "C" __global__ void rnn_forward_step(
+    real* h_cell, const real* a_hh,           // (B, H): in W_ih x_t + b, W_hh h_{t-1}; h_cell out phi(a_t)
+    const real* h_prev, real* h_new,          // (B, H)
+    const bool* valid, int has_mask, int relu, int B, int H)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H;
+    real a = h_cell[k] + a_hh[k];                                // a_t = W_ih x_t + b + W_hh h_{t-1}
+    real h = relu ? (a > 0 ? a : 0) : tanh(a);                   // h_t = phi(a_t)
+    h_cell[k] = h;
+    h_new[k] = (!has_mask || valid[b]) ? h : h_prev[k];          // padded steps carry the state through
+}
+
+extern "C" __global__ void rnn_backward_step(
+    const real* h_cell, const real* dout_t,   // (B, H); dout or a dummy (has_dout = 0)
+    real* dh_carry, const real* dh_gemm,      // dh = dh_carry + dh_gemm (+ dout); carry out
+    real* da,                                 // (B, H) out
+    const bool* valid, int has_mask, int has_dout, int relu, int B, int H)
+{
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= B * H) return;
+    int b = k / H;
+    real dh = dh_carry[k] + dh_gemm[k] + (has_dout ? dout_t[k] : 0);
+    if (has_mask && !valid[b]) {                                // padded: the gradient passes straight through
+        da[k] = 0;
+        dh_carry[k] = dh;
+        return;
+    }
+    real h = h_cell[k];
+    da[k] = dh * (relu ? (real)(h > 0) : 1 - h * h);            // da_t = dh * phi'(a_t)
+    dh_carry[k] = 0;                                            // dh_{t-1} = da_t W_hh: the next GEMM
+}
+"""
+
+
 def rnn_forward(x, state, params, nonlinearity="tanh", *, reverse=False, mask=None):
     """Whole sequence, fast path. x (T, B, I), state = (h0,) with h0 (B, H), mask None or bool (T, B, 1).
 
@@ -116,9 +155,29 @@ def rnn_forward(x, state, params, nonlinearity="tanh", *, reverse=False, mask=No
             if skip is not None:  # padded steps carry the state through unchanged
                 xp.copyto(h_new, h_prev, where=skip[t])
 
-    with batch_blocks(xp, B, H) as blocks:  # batch-row blocks run in parallel (see _parallel)
-        h_cell = input_projection(x, w_ih, None if b_ih is None else b_ih + b_hh, blocks)  # becomes phi(a_t)
-        blocks.map(recur)
+    def recur_fused():
+        """The same time loop on the GPU: per step one GEMM and one fused kernel (rnn_forward_step)."""
+        step = cuda_kernel(_RNN_CUDA, "rnn_forward_step", x.dtype)
+        w = RecurrentWeight(xp, w_hh, B)
+        scratch = w.scratch(B)
+        valid, has_mask = step_flags(xp, mask, T, B)
+
+        def issue():
+            for t in slots.order:
+                before, after = slots.slot_before(t), slots.slot_after(t)
+                launch(step, B * H, (h_cell[t], w.h_wt(h[before], scratch), h[before], h[after], valid[t], has_mask,
+                                     *ints(nonlinearity == "relu", B, H)))
+
+        return run_time_loop("rnn_forward", (h_cell, h, scratch, w.w_t), issue)
+
+    bias = None if b_ih is None else b_ih + b_hh
+    if fused_enabled(xp):
+        h_cell = input_projection(x, w_ih, bias)
+        recur_fused()
+    else:
+        with batch_blocks(xp, B, H) as blocks:  # batch-row blocks run in parallel (see _parallel)
+            h_cell = input_projection(x, w_ih, bias, blocks)  # becomes phi(a_t)
+            blocks.map(recur)
     out = h[slots.after] if mask is None else xp.where(mask, h_cell, 0)
     cache = RNNCache(x=x, h=h, params=params, slots=slots, mask=mask, h_cell=h_cell, nonlinearity=nonlinearity)
     return out, (h[slots.final],), cache
@@ -157,10 +216,33 @@ def rnn_backward(dout, dstate_n, cache: RNNCache):
             if valid is not None:
                 rejoin_padded(dh_rows, dh_carried)
 
-    with batch_blocks(xp, B, H) as blocks:
-        blocks.map(recur)
-        grads = weight_gradients(da, cache.x, cache.h_prev, has_bias=b_ih is not None, blocks=blocks)
-        dx = input_gradient(da, w_ih, blocks)
+    def recur_fused():
+        """The same BPTT on the GPU: per step one fused kernel (rnn_backward_step) and one GEMM."""
+        step = cuda_kernel(_RNN_CUDA, "rnn_backward_step", dh.dtype)
+        w = RecurrentWeight(xp, w_hh, B)
+        scratch = w.scratch(B, backward=True)
+        dh_gemm = xp.zeros_like(dh)
+        valid, has_mask = step_flags(xp, mask, T, B)
+        douts, has_dout = step_input(xp, dout, T, B, H, dh.dtype)
+
+        def issue():
+            for t in slots.backward_order:
+                launch(step, B * H, (cache.h_cell[t], douts[t], dh, dh_gemm, da[t], valid[t], has_mask, has_dout,
+                                     *ints(cache.nonlinearity == "relu", B, H)))
+                w.product(dh_gemm, da[t], scratch)  # da_t W_hh
+
+        run_time_loop("rnn_backward", (cache.h_cell, da, dh, dh_gemm, w.w), issue)
+        xp.add(dh, dh_gemm, out=dh)  # dL/dh_0
+
+    if fused_enabled(xp):
+        recur_fused()
+        grads = weight_gradients(da, cache.x, cache.h_prev, has_bias=b_ih is not None)
+        dx = input_gradient(da, w_ih)
+    else:
+        with batch_blocks(xp, B, H) as blocks:
+            blocks.map(recur)
+            grads = weight_gradients(da, cache.x, cache.h_prev, has_bias=b_ih is not None, blocks=blocks)
+            dx = input_gradient(da, w_ih, blocks)
     return dx, (dh,), grads
 
 

@@ -1,0 +1,47 @@
+"""Running a cell's fused CUDA time loop: per step one GEMM and one fused kernel, optionally a CUDA graph.
+
+Each cell module writes its step kernels as CUDA C (``real`` for the element type) beside the NumPy
+loop they mirror, with the same names for the same quantities; :mod:`rnn_scratch.backend` compiles them
+(memoised) and captures graphs. The fused path is off by default until a device run has verified it
+(``rnn_scratch.backend.set_fused(True)`` or ``RNN_SCRATCH_FUSED=1``; graphs: ``set_cuda_graphs`` or
+``RNN_SCRATCH_CUDA_GRAPHS=1``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+
+GRAPHS = backend.CudaGraphs()
+
+
+def step_flags(xp, mask, T, B):
+    """Per step: the (B,) bool array of valid rows (a dummy without a mask), and the int flag has_mask."""
+    if mask is None:
+        dummy = xp.ones(1, dtype=bool)
+        return [dummy] * T, np.int32(0)
+    return [mask[t] for t in range(T)], np.int32(1)
+
+
+def step_input(xp, array, T, B, H, dtype):
+    """Per step: the (B, H) slice of ``array`` (T, B, H), or a dummy; and the int flag has_<it>."""
+    if array is None:
+        dummy = xp.zeros(1, dtype=dtype)
+        return [dummy] * T, np.int32(0)
+    return [array[t] for t in range(T)], np.int32(1)
+
+
+def run_time_loop(name, buffers, issue):
+    """Issue a fused time loop: replayed as a captured CUDA graph when graphs are on (keyed by the loop's name
+    and the shapes and addresses of the buffers it touches), else launch by launch. Returns what ran."""
+    if not backend.cuda_graphs_enabled():
+        issue()
+        return "plain"
+    key = (name, *((b.shape, b.dtype.str, b.data.ptr) for b in buffers))
+    GRAPHS.run(key, issue)
+    return GRAPHS.last
+
+
+def ints(*values):
+    return tuple(np.int32(v) for v in values)
