@@ -200,3 +200,21 @@ def test_fused_on_the_gpu_matches_the_unfused_path(cell, dtype, tol, graphs):
     assert relative_error(be.to_numpy(dx_g), dx_c) < tol
     for k in cpu.grads:
         assert relative_error(be.to_numpy(gpu.grads[k]), cpu.grads[k]) < tol, k
+
+
+@pytest.mark.slow
+def test_the_device_script_runs_here_with_its_gpu_parts_skipped(tmp_path):
+    """benchmarks/gpu_check.sh on a machine without a GPU: exit 0, the reason in its log, the harness checked."""
+    import os
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if be.cupy_available():
+        pytest.skip("a GPU is usable here: the device run is the real one")
+    r = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=root, env={**os.environ, "OUT": str(tmp_path),
+                                                                          "PYTHON": __import__("sys").executable},
+                       capture_output=True, text=True, timeout=600)
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert r.returncode == 0, log
+    assert "GPU parts: no usable GPU" in log and "GPU parts skipped" in log
+    assert (tmp_path / "bench_gpu_check_cpu.json").exists() and len(list(tmp_path.iterdir())) <= 8
