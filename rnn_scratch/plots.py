@@ -37,7 +37,7 @@ def plot_forecast(truth, prediction, *, history=None, title="50-step forecast", 
     """The forecast against the true values, after the end of the input series when ``history`` is given."""
     import numpy as np
 
-    fig, ax = new_figure(figsize=(8, 3.5))
+    fig, ax = new_figure(figsize=(8, 4))
     n_hist = 0 if history is None else len(history)
     if history is not None:
         ax.plot(np.arange(n_hist), history, color="0.6", label="input series (end)")
@@ -48,7 +48,7 @@ def plot_forecast(truth, prediction, *, history=None, title="50-step forecast", 
     ax.set_xlabel("time step")
     ax.set_ylabel("value")
     ax.set_title(title)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, fontsize=8, frameon=False)
     return _finish(fig, path)
 
 
