@@ -25,8 +25,8 @@ from rnn_scratch.functional import (
     sequence_forward,
 )
 from rnn_scratch.testing import CELLS
+from rnn_scratch.testing.cases import random_sequence_case
 
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 U = np.finfo(np.float64).eps / 2
 
 
@@ -43,17 +43,8 @@ def worst_multiple(seed, draws):
             scale, seed_k = rng0.uniform(0.1, 3.0), int(rng0.integers(2**31))
             _parallel.set_num_threads(int(rng0.integers(1, 4)))
             _parallel.MIN_BLOCK_ELEMENTS, _common.CHUNK_ELEMENTS = 1, (1, 40, 1 << 18)[rng0.integers(3)]
-            rng, G = np.random.default_rng(seed_k), GATES[cell]
-            params = {"weight_ih": scale * rng.standard_normal((G * H, I)),
-                      "weight_hh": scale * rng.standard_normal((G * H, H)),
-                      "bias_ih": rng.standard_normal(G * H) if bias else None,
-                      "bias_hh": rng.standard_normal(G * H) if bias else None}
-            x = rng.standard_normal((T, B, I))
-            state = tuple(rng.standard_normal((B, H)) for _ in range(2 if cell == "lstm" else 1))
-            mask = None
-            if padded:
-                mask = (np.arange(T)[:, None] < rng.integers(1, T + 1, size=B)[None, :])[:, :, None]
-            dout, dstate = rng.standard_normal((T, B, H)), tuple(rng.standard_normal((B, H)) for _ in state)
+            params, x, state, mask, dout, dstate = random_sequence_case(seed_k, cell, T, B, I, H, bias=bias,
+                                                                       padded=padded, scale=scale)
             with np.errstate(over="ignore"):
                 out_f, st_f, cf = sequence_forward(cell, x, state, params, reverse=reverse, mask=mask)
                 dx_f, d0_f, dp_f = sequence_backward(cell, dout, dstate, cf)

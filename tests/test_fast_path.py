@@ -21,6 +21,7 @@ from rnn_scratch.functional import (
     sequence_forward,
 )
 from rnn_scratch.testing import CELLS, examples
+from rnn_scratch.testing.cases import random_sequence_case
 
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
@@ -74,20 +75,8 @@ def test_fast_path_matches_reference(cell, T, B, I, H, bias, reverse, padded, se
                                      orientation):
     """Also with the batch split into row blocks on threads, the LSTM backward's time runs of 1..T steps, and the
     recurrent GEMM in either orientation."""
-    rng = np.random.default_rng(seed)
-    G = GATES[cell]
-    params = {"weight_ih": scale * rng.standard_normal((G * H, I)),
-              "weight_hh": scale * rng.standard_normal((G * H, H))}
-    params["bias_ih"] = rng.standard_normal(G * H) if bias else None
-    params["bias_hh"] = rng.standard_normal(G * H) if bias else None
-    x = rng.standard_normal((T, B, I))
-    state = tuple(rng.standard_normal((B, H)) for _ in range(2 if cell == "lstm" else 1))
-    mask = None
-    if padded:
-        lengths = rng.integers(1, T + 1, size=B)
-        mask = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
-    dout = rng.standard_normal((T, B, H))
-    dstate = tuple(rng.standard_normal((B, H)) for _ in state)
+    params, x, state, mask, dout, dstate = random_sequence_case(seed, cell, T, B, I, H, bias=bias, padded=padded,
+                                                               scale=scale)
     with forced_blocks(threads, chunk, orientation):
         out_f, st_f, cache_f = sequence_forward(cell, x, state, params, reverse=reverse, mask=mask)
         dx_f, d0_f, dp_f = sequence_backward(cell, dout, dstate, cache_f)

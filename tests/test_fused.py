@@ -20,6 +20,7 @@ from rnn_scratch.functional import (
     sequence_forward,
 )
 from rnn_scratch.testing import CELLS, examples
+from rnn_scratch.testing.cases import random_sequence_case
 
 SOURCES = {"lstm": (lstm._LSTM_CUDA, ("lstm_forward_step", "lstm_backward_step")),
            "gru": (gru._GRU_CUDA, ("gru_forward_step", "gru_backward_step")),
@@ -131,9 +132,9 @@ def emulated_kernels():
         kernel(*(a if isinstance(a, np.ndarray) else int(a) for a in args))
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(be, "cuda_kernel", kernel))
         for module in (lstm, gru, rnn):
-            stack.enter_context(mock.patch.multiple(module, cuda_kernel=kernel, launch=launch,
-                                                    fused_enabled=lambda xp: True))
+            stack.enter_context(mock.patch.multiple(module, launch=launch, fused_enabled=lambda xp: True))
         yield
 
 
@@ -144,18 +145,8 @@ def emulated_kernels():
 def test_fused_time_loops_match_the_reference(cell, T, B, I, H, bias, reverse, padded, with_dout, seed):
     """The fused loops' structure (the order of launches, the dh carried through dh_gemm, padding) on emulated
     kernels, against the readable step loop (float64)."""
-    rng = np.random.default_rng(seed)
-    G = {"lstm": 4, "gru": 3}.get(cell, 1)
-    params = {"weight_ih": rng.standard_normal((G * H, I)), "weight_hh": rng.standard_normal((G * H, H)),
-              "bias_ih": rng.standard_normal(G * H) if bias else None,
-              "bias_hh": rng.standard_normal(G * H) if bias else None}
-    x = rng.standard_normal((T, B, I))
-    state = tuple(rng.standard_normal((B, H)) for _ in range(2 if cell == "lstm" else 1))
-    mask = None
-    if padded:
-        mask = (np.arange(T)[:, None] < rng.integers(1, T + 1, size=B)[None, :])[:, :, None]
-    dout = rng.standard_normal((T, B, H)) if with_dout else None
-    dstate = tuple(rng.standard_normal((B, H)) for _ in state)
+    params, x, state, mask, dout, dstate = random_sequence_case(seed, cell, T, B, I, H, bias=bias, padded=padded)
+    dout = dout if with_dout else None
     with np.errstate(over="ignore"), emulated_kernels():
         out_f, st_f, cache = sequence_forward(cell, x, state, params, reverse=reverse, mask=mask)
         dx_f, d0_f, dp_f = sequence_backward(cell, dout, dstate, cache)

@@ -9,9 +9,12 @@ loop they mirror, with the same names for the same quantities; :mod:`rnn_scratch
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import backend
+from ._gemm import RecurrentWeight
 
 GRAPHS = backend.CudaGraphs()
 
@@ -45,3 +48,30 @@ def run_time_loop(name, buffers, issue):
 
 def ints(*values):
     return tuple(np.int32(v) for v in values)
+
+
+class FusedLoop(NamedTuple):
+    """What a fused time loop launches with: the compiled step kernel, the recurrent weight and its per-step
+    scratch, the per-step valid-row flags; for a backward also dh_gemm (the gradient each step's GEMM hands to
+    the next kernel, zeros at first) and the per-step dout slices."""
+
+    step: object
+    w: object
+    scratch: object
+    valid: list
+    has_mask: object
+    dh_gemm: object = None
+    douts: list | None = None
+    has_dout: object = None
+
+
+def fused_loop(xp, source, name, w, mask, T, B, dtype, dh=None, dout=None):
+    """The prologue of a fused time loop (forward, or backward when ``dh`` is given). ``w``: W (G, H)."""
+    weight = RecurrentWeight(xp, w, B)
+    valid, has_mask = step_flags(xp, mask, T, B)
+    if dh is None:
+        return FusedLoop(backend.cuda_kernel(source, name, dtype), weight, weight.scratch(B), valid, has_mask)
+    H = dh.shape[1]
+    douts, has_dout = step_input(xp, dout, T, B, H, dtype)
+    return FusedLoop(backend.cuda_kernel(source, name, dtype), weight, weight.scratch(B, backward=True), valid,
+                     has_mask, xp.zeros_like(dh), douts, has_dout)

@@ -28,9 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..backend import array_module, cuda_kernel, fused_enabled, launch
+from ..backend import array_module, fused_enabled, launch
 from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
-from ._cuda import ints, run_time_loop, step_flags, step_input
+from ._cuda import fused_loop, ints, run_time_loop
 from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_
 from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
@@ -200,20 +200,17 @@ def gru_forward(x, state, params, *, reverse=False, mask=None):
 
     def recur_fused():
         """The same time loop on the GPU: per step one GEMM and one fused kernel (gru_forward_step)."""
-        step = cuda_kernel(_GRU_CUDA, "gru_forward_step", x.dtype)
-        w_hh_s = RecurrentWeight(xp, w_hh * scale, B)
-        scratch = w_hh_s.scratch(B)
-        valid, has_mask = step_flags(xp, mask, T, B)
+        loop = fused_loop(xp, _GRU_CUDA, "gru_forward_step", w_hh * scale, mask, T, B, x.dtype)
         b_hn_arg = xp.zeros(1, dtype=x.dtype) if b_hn is None else xp.ascontiguousarray(b_hn)
 
         def issue():
             for t in slots.order:
                 before, after = slots.slot_before(t), slots.slot_after(t)
-                a_hh = w_hh_s.h_wt(h[before], scratch)  # W_hh h_{t-1}, r and z rows negated
-                launch(step, B * H, (gates[t], a_hh, b_hn_arg, h[before], h[after], m[t], valid[t], has_mask,
-                                     *ints(b_hn is not None, B, H)))
+                a_hh = loop.w.h_wt(h[before], loop.scratch)  # W_hh h_{t-1}, r and z rows negated
+                launch(loop.step, B * H, (gates[t], a_hh, b_hn_arg, h[before], h[after], m[t], loop.valid[t],
+                                          loop.has_mask, *ints(b_hn is not None, B, H)))
 
-        return run_time_loop("gru_forward", (gates, h, m, scratch, w_hh_s.w_t, b_hn_arg), issue)
+        return run_time_loop("gru_forward", (gates, h, m, loop.scratch, loop.w.w_t, b_hn_arg), issue)
 
     if fused_enabled(xp):
         gates = input_projection(x, w_ih * scale, bias_x)
@@ -285,22 +282,18 @@ def gru_backward(dout, dstate_n, cache: GRUCache):
 
     def recur_fused():
         """The same BPTT on the GPU: per step one fused kernel (gru_backward_step) and one GEMM."""
-        step = cuda_kernel(_GRU_CUDA, "gru_backward_step", dh.dtype)
-        w = RecurrentWeight(xp, w_hh, B)
-        scratch = w.scratch(B, backward=True)
-        dh_gemm = xp.zeros_like(dh)
-        valid, has_mask = step_flags(xp, mask, T, B)
-        douts, has_dout = step_input(xp, dout, T, B, H, dh.dtype)
+        loop = fused_loop(xp, _GRU_CUDA, "gru_backward_step", w_hh, mask, T, B, dh.dtype, dh, dout)
         h_prev_all = cache.h_prev
 
         def issue():
             for t in slots.backward_order:
-                launch(step, B * H, (gates[t], cache.m[t], h_prev_all[t], douts[t], dh, dh_gemm, dgates_x[t],
-                                     dgates_h[t], valid[t], has_mask, has_dout, *ints(B, H)))
-                w.product(dh_gemm, dgates_h[t], scratch)  # dG_h W_hh
+                launch(loop.step, B * H, (gates[t], cache.m[t], h_prev_all[t], loop.douts[t], dh, loop.dh_gemm,
+                                          dgates_x[t], dgates_h[t], loop.valid[t], loop.has_mask, loop.has_dout,
+                                          *ints(B, H)))
+                loop.w.product(loop.dh_gemm, dgates_h[t], loop.scratch)  # dG_h W_hh
 
-        run_time_loop("gru_backward", (gates, cache.m, dgates_x, dgates_h, dh, dh_gemm, w.w), issue)
-        xp.add(dh, dh_gemm, out=dh)  # dL/dh_0
+        run_time_loop("gru_backward", (gates, cache.m, dgates_x, dgates_h, dh, loop.dh_gemm, loop.w.w), issue)
+        xp.add(dh, loop.dh_gemm, out=dh)  # dL/dh_0
 
     if fused_enabled(xp):
         recur_fused()

@@ -44,7 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..backend import array_module, cuda_kernel, fused_enabled, launch
+from ..backend import array_module, fused_enabled, launch
 from ._common import (
     Cell,
     SequenceCache,
@@ -56,7 +56,7 @@ from ._common import (
     split_padded,
     unpack,
 )
-from ._cuda import ints, run_time_loop, step_flags, step_input
+from ._cuda import fused_loop, ints, run_time_loop
 from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_
 from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
@@ -239,19 +239,16 @@ def lstm_forward(x, state, params, *, reverse=False, mask=None):
 
     def recur_fused():
         """The same time loop on the GPU: per step one GEMM and one fused kernel (lstm_forward_step)."""
-        step = cuda_kernel(_LSTM_CUDA, "lstm_forward_step", x.dtype)
-        w_hh_s = RecurrentWeight(xp, w_hh[perm] * scale, B)
-        scratch = w_hh_s.scratch(B)
-        valid, has_mask = step_flags(xp, mask, T, B)
+        loop = fused_loop(xp, _LSTM_CUDA, "lstm_forward_step", w_hh[perm] * scale, mask, T, B, x.dtype)
 
         def issue():
             for t in slots.order:
                 before, after = slots.slot_before(t), slots.slot_after(t)
-                a_hh = w_hh_s.h_wt(h[before], scratch)  # W_hh h_{t-1}, scaled rows
-                launch(step, B * H, (gates[t], a_hh, c[before], h[before], c[after], h[after], tanh_c[t], valid[t],
-                                     has_mask, *ints(B, H)))
+                a_hh = loop.w.h_wt(h[before], loop.scratch)  # W_hh h_{t-1}, scaled rows
+                launch(loop.step, B * H, (gates[t], a_hh, c[before], h[before], c[after], h[after], tanh_c[t],
+                                          loop.valid[t], loop.has_mask, *ints(B, H)))
 
-        return run_time_loop("lstm_forward", (gates, h, c, tanh_c, scratch, w_hh_s.w_t), issue)
+        return run_time_loop("lstm_forward", (gates, h, c, tanh_c, loop.scratch, loop.w.w_t), issue)
 
     if fused_enabled(xp):
         gates = input_projection(x, w_ih_s, bias_s)
@@ -332,21 +329,16 @@ def lstm_backward(dout, dstate_n, cache: LSTMCache):
 
     def recur_fused():
         """The same BPTT on the GPU: per step one fused kernel (lstm_backward_step) and one GEMM."""
-        step = cuda_kernel(_LSTM_CUDA, "lstm_backward_step", dh.dtype)
-        w_hh_p = RecurrentWeight(xp, w_hh[perm], B)
-        scratch = w_hh_p.scratch(B, backward=True)
-        dh_gemm = xp.zeros_like(dh)
-        valid, has_mask = step_flags(xp, mask, T, B)
-        douts, has_dout = step_input(xp, dout, T, B, H, dh.dtype)
+        loop = fused_loop(xp, _LSTM_CUDA, "lstm_backward_step", w_hh[perm], mask, T, B, dh.dtype, dh, dout)
 
         def issue():
             for t in slots.backward_order:
-                launch(step, B * H, (gates[t], tanh_c[t], c_prev_all[t], douts[t], dh, dh_gemm, dc, dgates[t],
-                                     valid[t], has_mask, has_dout, *ints(B, H)))
-                w_hh_p.product(dh_gemm, dgates[t], scratch)  # dh_{t-1} = da W_hh
+                launch(loop.step, B * H, (gates[t], tanh_c[t], c_prev_all[t], loop.douts[t], dh, loop.dh_gemm, dc,
+                                          dgates[t], loop.valid[t], loop.has_mask, loop.has_dout, *ints(B, H)))
+                loop.w.product(loop.dh_gemm, dgates[t], loop.scratch)  # dh_{t-1} = da W_hh
 
-        run_time_loop("lstm_backward", (gates, tanh_c, dgates, dh, dh_gemm, dc, w_hh_p.w), issue)
-        xp.add(dh, dh_gemm, out=dh)  # dL/dh_0
+        run_time_loop("lstm_backward", (gates, tanh_c, dgates, dh, loop.dh_gemm, dc, loop.w.w), issue)
+        xp.add(dh, loop.dh_gemm, out=dh)  # dL/dh_0
 
     if fused_enabled(xp):
         recur_fused()

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
-from ..backend import array_module, cuda_kernel, fused_enabled, launch
+from ..backend import array_module, fused_enabled, launch
 from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
-from ._cuda import ints, run_time_loop, step_flags, step_input
+from ._cuda import fused_loop, ints, run_time_loop
 from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
 
@@ -157,18 +157,16 @@ def rnn_forward(x, state, params, nonlinearity="tanh", *, reverse=False, mask=No
 
     def recur_fused():
         """The same time loop on the GPU: per step one GEMM and one fused kernel (rnn_forward_step)."""
-        step = cuda_kernel(_RNN_CUDA, "rnn_forward_step", x.dtype)
-        w = RecurrentWeight(xp, w_hh, B)
-        scratch = w.scratch(B)
-        valid, has_mask = step_flags(xp, mask, T, B)
+        loop = fused_loop(xp, _RNN_CUDA, "rnn_forward_step", w_hh, mask, T, B, x.dtype)
 
         def issue():
             for t in slots.order:
                 before, after = slots.slot_before(t), slots.slot_after(t)
-                launch(step, B * H, (h_cell[t], w.h_wt(h[before], scratch), h[before], h[after], valid[t], has_mask,
-                                     *ints(nonlinearity == "relu", B, H)))
+                a_hh = loop.w.h_wt(h[before], loop.scratch)  # W_hh h_{t-1}
+                launch(loop.step, B * H, (h_cell[t], a_hh, h[before], h[after], loop.valid[t], loop.has_mask,
+                                          *ints(nonlinearity == "relu", B, H)))
 
-        return run_time_loop("rnn_forward", (h_cell, h, scratch, w.w_t), issue)
+        return run_time_loop("rnn_forward", (h_cell, h, loop.scratch, loop.w.w_t), issue)
 
     bias = None if b_ih is None else b_ih + b_hh
     if fused_enabled(xp):
@@ -218,21 +216,16 @@ def rnn_backward(dout, dstate_n, cache: RNNCache):
 
     def recur_fused():
         """The same BPTT on the GPU: per step one fused kernel (rnn_backward_step) and one GEMM."""
-        step = cuda_kernel(_RNN_CUDA, "rnn_backward_step", dh.dtype)
-        w = RecurrentWeight(xp, w_hh, B)
-        scratch = w.scratch(B, backward=True)
-        dh_gemm = xp.zeros_like(dh)
-        valid, has_mask = step_flags(xp, mask, T, B)
-        douts, has_dout = step_input(xp, dout, T, B, H, dh.dtype)
+        loop = fused_loop(xp, _RNN_CUDA, "rnn_backward_step", w_hh, mask, T, B, dh.dtype, dh, dout)
 
         def issue():
             for t in slots.backward_order:
-                launch(step, B * H, (cache.h_cell[t], douts[t], dh, dh_gemm, da[t], valid[t], has_mask, has_dout,
-                                     *ints(cache.nonlinearity == "relu", B, H)))
-                w.product(dh_gemm, da[t], scratch)  # da_t W_hh
+                launch(loop.step, B * H, (cache.h_cell[t], loop.douts[t], dh, loop.dh_gemm, da[t], loop.valid[t],
+                                          loop.has_mask, loop.has_dout, *ints(cache.nonlinearity == "relu", B, H)))
+                loop.w.product(loop.dh_gemm, da[t], loop.scratch)  # da_t W_hh
 
-        run_time_loop("rnn_backward", (cache.h_cell, da, dh, dh_gemm, w.w), issue)
-        xp.add(dh, dh_gemm, out=dh)  # dL/dh_0
+        run_time_loop("rnn_backward", (cache.h_cell, da, dh, loop.dh_gemm, loop.w.w), issue)
+        xp.add(dh, loop.dh_gemm, out=dh)  # dL/dh_0
 
     if fused_enabled(xp):
         recur_fused()

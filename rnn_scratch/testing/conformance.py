@@ -217,10 +217,19 @@ def evaluate(module, spec, cell, case):
     for name, value in case.items():  # inputs left as they were
         if isinstance(value, np.ndarray) and not np.array_equal(value, snapshot[name], equal_nan=True):
             finding.problems.append(f"changed its input {name} in place")
+    judge(finding, got, expected)
+    return finding
+
+
+def judge(finding, got, expected):
+    """Compare every expected quantity with what the learner's code returned; note the problems (missing,
+    not an array, wrong shape or dtype, NaN where ours is finite) and the wrong and right quantities."""
     nonfinite = []
     for name, ref in expected.items():
-        value = got[name]
-        if not isinstance(value, np.ndarray):
+        value = got.get(name)
+        if value is None:
+            finding.problems.append(f"returned no {name}")
+        elif not isinstance(value, np.ndarray):
             finding.problems.append(f"{name} is a {type(value).__name__}, expected a NumPy array of shape {ref.shape}")
         elif value.shape != ref.shape:
             finding.problems.append(f"{name} has shape {value.shape}, expected {ref.shape}")
@@ -229,14 +238,13 @@ def evaluate(module, spec, cell, case):
         elif not np.isfinite(value).all() and np.isfinite(ref).all():
             nonfinite.append(name)
         else:
-            err_ = _relative(value, ref)
-            if err_ > TOL:
-                finding.wrong[name] = err_
+            err = _relative(value, ref)
+            if err > TOL:
+                finding.wrong[name] = err
             else:
                 finding.right.append(name)
     if nonfinite:
         finding.problems.append(f"{', '.join(nonfinite)}: NaN or infinity where ours is finite")
-    return finding
 
 
 def _spec(cell, name):

@@ -17,7 +17,17 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from .conformance import TOL, VALUES, ConformanceReport, Finding, ImplementationError, _call, _relative, _search
+from .conformance import (
+    TOL,
+    VALUES,
+    ConformanceReport,
+    Finding,
+    ImplementationError,
+    _call,
+    _relative,
+    _search,
+    judge,
+)
 
 LAYER_CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 GATE_NAMES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
@@ -85,6 +95,17 @@ def _permute_rows(weights, order, G):
     return out
 
 
+def _pair(result, err, n, what, expected):
+    """(first, state tuple, None) from a call that returned (first, state), or (None, None, what went wrong)."""
+    if err:
+        return None, None, f"{what} {err}"
+    try:
+        first, state = result
+        return first, _as_tuple(state, n), None
+    except (TypeError, ValueError):
+        return None, None, f"{what} returned {type(result).__name__}, expected {expected}"
+
+
 def _run(layer, arrs, n, weights=None):
     """Forward and backward of a layer on one case: {name: array}, or (None, error text)."""
     _, err = _call(layer.load_state_dict, [weights or arrs["weights"]])
@@ -92,21 +113,13 @@ def _run(layer, arrs, n, weights=None):
         return None, f"load_state_dict {err}"
     res, err = _call(layer, [arrs["x"].copy(), None if arrs["state"] is None else
                              _torch_form(tuple(s.copy() for s in arrs["state"]), n)])
+    out, final, err = _pair(res, err, n, "forward", "(out, state)")
     if err:
-        return None, f"forward {err}"
-    try:
-        out, final = res
-        final = _as_tuple(final, n)
-    except (TypeError, ValueError):
-        return None, f"forward returned {type(res).__name__}, expected (out, state)"
+        return None, err
     res, err = _call(layer.backward, [arrs["dout"].copy(), _torch_form(tuple(d.copy() for d in arrs["dstate"]), n)])
+    dx, d0, err = _pair(res, err, n, "backward", "(dx, dstate0)")
     if err:
-        return None, f"backward {err}"
-    try:
-        dx, d0 = res
-        d0 = _as_tuple(d0, n)
-    except (TypeError, ValueError):
-        return None, f"backward returned {type(res).__name__}, expected (dx, dstate0)"
+        return None, err
     result = {"out": out, "dx": dx, **{f"final{k}": f for k, f in enumerate(final)},
               **{f"dstate0_{k}": d for k, d in enumerate(d0)}}
     grads = getattr(layer, "grads", None)
@@ -155,20 +168,7 @@ def check_layer_implementation(target, *, cell, max_examples, seed):
         if not np.array_equal(arrs["x"], snapshot["x"]) or not np.array_equal(arrs["dout"], snapshot["dout"]):
             finding.problems.append("changed its input in place")
         expected, _ = _run(ours, arrs, ours.cell.num_states)
-        for name, ref in expected.items():
-            value = got.get(name)
-            if value is None:
-                finding.problems.append(f"returned no {name}")
-            elif np.shape(value) != ref.shape:
-                finding.problems.append(f"{name} has shape {np.shape(value)}, expected {ref.shape}")
-            elif not np.isfinite(np.asarray(value, dtype=np.float64)).all() and np.isfinite(ref).all():
-                finding.problems.append(f"{name} contains NaN or infinity where ours is finite")
-            else:
-                e = _relative(value, ref)
-                if e > TOL:
-                    finding.wrong[name] = e
-                else:
-                    finding.right.append(name)
+        judge(finding, got, expected)
         return finding, arrs, got
 
     minimal = _search(lambda case: not evaluate(case)[0].ok, layer_cases(sizes, cell, structure), max_examples, seed)

@@ -1,0 +1,41 @@
+"""Random inputs for the functional core (NumPy's generator, float64): what the fast-path tests and studies draw."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..functional import get_cell
+
+
+class SequenceCase(NamedTuple):
+    """One call of a cell's sequence functions: params, x (T, B, I), the state tuple, the mask (None or bool
+    (T, B, 1)), and the gradients dout (T, B, H) and dstate (a tuple) for the backward."""
+
+    params: dict
+    x: np.ndarray
+    state: tuple
+    mask: np.ndarray | None
+    dout: np.ndarray
+    dstate: tuple
+
+
+def random_sequence_case(seed, cell, T, B, I, H, *, bias=True, padded=False, scale=1.0):
+    """Weights of standard deviation ``scale`` (biases 1), standard-normal x, states and gradients; lengths drawn
+    in 1..T when ``padded``."""
+    rng = np.random.default_rng(seed)
+    c = get_cell(cell)
+    G = c.num_gates
+    params = {"weight_ih": scale * rng.standard_normal((G * H, I)),
+              "weight_hh": scale * rng.standard_normal((G * H, H))}
+    params["bias_ih"] = rng.standard_normal(G * H) if bias else None
+    params["bias_hh"] = rng.standard_normal(G * H) if bias else None
+    x = rng.standard_normal((T, B, I))
+    state = tuple(rng.standard_normal((B, H)) for _ in range(c.num_states))
+    mask = None
+    if padded:
+        mask = (np.arange(T)[:, None] < rng.integers(1, T + 1, size=B)[None, :])[:, :, None]
+    dout = rng.standard_normal((T, B, H))
+    dstate = tuple(rng.standard_normal((B, H)) for _ in state)
+    return SequenceCase(params, x, state, mask, dout, dstate)
