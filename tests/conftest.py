@@ -6,6 +6,11 @@ from hypothesis import settings
 from rnn_scratch.backend import cupy_available, cupy_unavailable_reason, resolve_backend
 from rnn_scratch.testing import register_profiles
 
+# Subprocesses (examples, the CLI, the device script) import this checkout's rnn_scratch, not whichever copy is
+# installed, and find it when none is: a script's own folder, not the working directory, starts its sys.path.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+
 register_profiles()
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
