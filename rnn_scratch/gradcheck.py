@@ -9,6 +9,12 @@ and compared with the analytic gradient. The reported error of a tensor is
 element error relative to the tensor's gradient scale, which stays meaningful when single
 elements are near zero. In float64 with eps = 1e-6 a correct backward lands near 1e-9.
 
+The differences themselves are noisy: L is computed with rounding error of about u * M, where
+u = 2^-53 and M = sum |terms of L| (its magnitude), so each numeric derivative carries about
+u * M / eps of noise (1e-9 for M = 10). A tensor whose gradient is as small as that noise
+cannot be checked relatively: :func:`gradcheck` measures it against ``NOISE_UNITS`` times the
+noise when given M (``loss_magnitude``), and against ``floor`` in any case.
+
 Usable on anything: :func:`gradcheck` takes a loss closure and the arrays it reads (perturbed
 in place), :func:`check_layer` wraps it for the recurrent layers.
 """
@@ -20,6 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import to_numpy
+
+U = 2.0**-53  # float64 unit roundoff
+NOISE_UNITS = 16  # benchmarks/fd_noise.py: correct backwards measure at most 3.1 units (2000 configurations)
 
 
 def relative_error(analytic, numeric, floor=0.0) -> float:
@@ -65,12 +74,14 @@ class GradCheckRow:
     max_abs_error: float
     rel_error: float
     passed: bool
+    scale: float = 0.0  # max(max |analytic|, max |numeric|): the tensor's own gradient scale
 
 
 @dataclass
 class GradCheckReport:
     rows: list = field(default_factory=list)
     tol: float = 1e-6
+    noise: float = 0.0  # estimated absolute noise of each numeric derivative, u * M / eps (0: not estimated)
 
     @property
     def passed(self) -> bool:
@@ -90,31 +101,37 @@ class GradCheckReport:
         for r in self.rows:
             lines.append(f"{r.name:<{width}}  {str(r.shape):<16} {r.max_abs_error:>10.2e} {r.rel_error:>10.2e}  "
                          f"{'yes' if r.passed else 'NO'}")
-        lines.append(f"worst relative error {self.worst:.2e} (tolerance {self.tol:.0e}): "
+        noise = f"; finite-difference noise ~{self.noise:.1e}" if self.noise else ""
+        lines.append(f"worst relative error {self.worst:.2e} (tolerance {self.tol:.0e}{noise}): "
                      f"{'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
 
 
-def gradcheck(loss_fn, arrays, analytic, *, eps=1e-6, tol=1e-6, floor=1e-3) -> GradCheckReport:
+def gradcheck(loss_fn, arrays, analytic, *, eps=1e-6, tol=1e-6, floor=1e-3, loss_magnitude=None) -> GradCheckReport:
     """Compare analytic gradients with central differences.
 
-    Central differences in float64 carry absolute noise near 1e-16 |L| / eps ~ 1e-10; a tensor whose
-    whole gradient is far below ``floor`` is therefore measured against ``floor`` (an absolute
+    Central differences in float64 carry absolute noise near u * M / eps (module docstring); a tensor
+    whose whole gradient is far below ``floor``, or below NOISE_UNITS * u * M / eps / tol when
+    ``loss_magnitude`` M is given, is measured against that instead of its own size (an absolute
     error of at most tol * floor = 1e-9 by default). A wrong backward is off by the size of the
     gradient itself and still fails.
 
     loss_fn: () -> scalar, reading the arrays in ``arrays`` (name -> float64 array, perturbed in place).
     analytic: name -> gradient of the same shape.
+    loss_magnitude: sum of |terms| of the loss at the unperturbed arrays, or None.
     """
-    report = GradCheckReport(tol=tol)
+    noise = 0.0 if loss_magnitude is None else U * float(loss_magnitude) / eps
+    floor = max(floor, NOISE_UNITS * noise / tol)
+    report = GradCheckReport(tol=tol, noise=noise)
     for name, array in arrays.items():
         if name not in analytic:
             raise KeyError(f"no analytic gradient given for {name!r}")
         numeric = numerical_gradient(loss_fn, array, eps)
         a = to_numpy(analytic[name])
         err = relative_error(a, numeric, floor)
+        scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(numeric).max(initial=0.0)))
         report.rows.append(GradCheckRow(name, tuple(array.shape), float(np.abs(a - numeric).max(initial=0.0)),
-                                        err, err < tol))
+                                        err, err < tol, scale))
     return report
 
 
@@ -150,6 +167,8 @@ def check_layer(layer, x, state=None, lengths=None, *, eps=1e-6, tol=1e-6, floor
         o, f = run()
         return float((r_out * o).sum() + sum((r * v).sum() for r, v in zip(r_fin, f)))
 
+    magnitude = float(xp.abs(r_out * out).sum() + sum(xp.abs(r * v).sum() for r, v in zip(r_fin, finals)))
+
     layer.zero_grad()  # the first run() above left the forward cache backward needs
     dx, dstates = layer.backward_states(r_out, tuple(r_fin))
     arrays = {"x": x, **dict(zip(names, states))}
@@ -157,4 +176,21 @@ def check_layer(layer, x, state=None, lengths=None, *, eps=1e-6, tol=1e-6, floor
     if params:
         arrays.update(layer.params)
         analytic.update(layer.grads)
-    return gradcheck(loss, arrays, analytic, eps=eps, tol=tol, floor=floor)
+    return gradcheck(loss, arrays, analytic, eps=eps, tol=tol, floor=floor, loss_magnitude=magnitude)
+
+
+def min_abs_preactivation(layer):
+    """Smallest |W_ih x_t + b + W_hh h_{t-1}| over every step, layer and direction of a vanilla RNN layer's last
+    forward. Finite differences of a relu RNN are meaningless across the kink at 0: check only when this is well
+    above the difference step ``eps``."""
+    smallest = np.inf
+    for layer_caches in layer._saved()["caches"]:
+        for cache in layer_caches:  # RNNCache
+            params = cache.params
+            a = cache.x @ params["weight_ih"].T + cache.h_prev @ params["weight_hh"].T
+            if params["bias_ih"] is not None:
+                a = a + params["bias_ih"] + params["bias_hh"]
+            if cache.mask is not None:
+                a = np.where(cache.mask, a, np.inf)
+            smallest = min(smallest, float(np.abs(a).min()))
+    return smallest
