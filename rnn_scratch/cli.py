@@ -226,6 +226,7 @@ def cmd_sine(args):
     return 0
 
 
+cmd_sine.needs = lambda args: [("matplotlib", "plots")]
 cmd_sine.add_arguments = _sine_arguments
 cmd_sine.options = dict(dtype="float32")
 
@@ -260,6 +261,7 @@ def cmd_char(args):
     return 0
 
 
+cmd_char.needs = lambda args: [("matplotlib", "loss plot")]
 cmd_char.add_arguments = _char_arguments
 cmd_char.options = dict(dtype="float32")
 
@@ -303,6 +305,7 @@ def cmd_bench(args):
     return 0
 
 
+cmd_bench.needs = lambda args: [("matplotlib", "plots")] if args.sweep_max != 0 else []
 cmd_bench.add_arguments = _bench_arguments
 cmd_bench.options = dict(dtype="float32")
 
@@ -337,6 +340,7 @@ def cmd_gradflow(args):
     return 0
 
 
+cmd_gradflow.needs = lambda args: [("matplotlib", "plots")]
 cmd_gradflow.add_arguments = _gradflow_arguments
 cmd_gradflow.options = dict(backend=False, dtype=None)
 
@@ -369,6 +373,8 @@ def cmd_check(args):
     return 0 if report.ok else 1
 
 
+cmd_check.error_status = 2  # 1 means "does not conform"
+cmd_check.needs = lambda args: [("hypothesis", "case search")]
 cmd_check.add_arguments = _check_arguments
 cmd_check.options = dict(backend=False, dtype=None, out=False)
 
@@ -395,9 +401,10 @@ def build_parser():
 
 def expected_errors():
     """The errors that mean "this cannot be done as asked", reported in one line, not as a crash."""
+    from ._optional import MissingDependencyError
     from .backend import BackendUnavailableError
 
-    return (ValueError, TypeError, OSError, MemoryError, BackendUnavailableError)
+    return (ValueError, TypeError, OSError, MemoryError, BackendUnavailableError, MissingDependencyError)
 
 
 def main(argv=None):
@@ -413,6 +420,10 @@ def main(argv=None):
             resolve_backend(args.backend)  # a missing GPU is said now, not after the work
         if getattr(args, "out", None) is not None:
             _writable_folder(args.out)
+        from ._optional import require
+
+        for module, purpose in getattr(args.func, "needs", lambda a: ())(args):
+            require(module, f"rnn-scratch {args.command}'s {purpose}")  # said now, not after the training
         return args.func(args)
     except KeyboardInterrupt:
         print(f"rnn-scratch {args.command}: interrupted", file=sys.stderr)
@@ -422,4 +433,4 @@ def main(argv=None):
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"rnn-scratch {args.command}: error: {message} (--debug shows the traceback)", file=sys.stderr)
-        return 1
+        return getattr(args.func, "error_status", 1)

@@ -12,6 +12,9 @@ import os
 
 def new_figure(nrows=1, ncols=1, figsize=(6, 3.5), **subplots_kw):
     """A fresh ``(Figure, axes)``: ``axes`` as ``Figure.subplots`` returns it."""
+    from ._optional import require
+
+    require("matplotlib", "plotting")
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)

@@ -89,6 +89,45 @@ def test_bad_values_fail_fast_in_one_line(argv, why, tmp_path):
     assert not produced.exists() or not any(p.suffix == ".png" for p in produced.iterdir()), why
 
 
+MISSING = [(["sine", "--epochs", "1"], "matplotlib"), (["char", "--epochs", "1"], "matplotlib"),
+           (["gradflow", "--steps", "5"], "matplotlib"), (["bench", "--quick"], "matplotlib"),
+           (["check", "tests/conformance/correct.py", "--convention", "cs231n", "--cell", "lstm"], "hypothesis")]
+
+
+@pytest.mark.parametrize("argv, module", MISSING, ids=[a[0] for a, _ in MISSING])
+def test_a_missing_optional_package_is_said_before_the_work(argv, module, tmp_path, monkeypatch):
+    """Without matplotlib (or hypothesis for check) a command stops at once with one line naming the package
+    and the extra that installs it, not with a traceback after the training."""
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # import of it now fails, as when it is not installed
+    if argv[0] != "check":
+        argv = [*argv, "--out", str(tmp_path / "out")]
+    status, out, err = run_inline(*argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == (2 if argv[0] == "check" else 1), status  # check's 1 means "does not conform"
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"needs {module}, which is not installed" in err and "pip install" in err, err
+    assert out == "", out  # nothing trained, nothing written
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_bench_without_a_sweep_needs_no_matplotlib(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    args = cli.build_parser().parse_args(["bench", "--sweep-max", "0"])
+    assert args.func.needs(args) == []
+
+
+def test_library_calls_name_the_missing_package(monkeypatch):
+    from rnn_scratch import plots
+    from rnn_scratch._optional import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingDependencyError, match=r"plotting needs matplotlib.*\[plot\]"):
+        plots.new_figure()
+    assert issubclass(MissingDependencyError, ImportError)  # except ImportError still catches it
+
+
 @pytest.mark.slow
 def test_errors_are_one_line_from_a_real_process_and_debug_shows_the_traceback(tmp_path):
     r = run_cli("sine", "--epochs", "0")

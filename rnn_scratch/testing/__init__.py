@@ -8,8 +8,12 @@
 - :mod:`rnn_scratch.testing.torch_reference`: torch on the same weights (needs torch).
 """
 
-from .conformance import ConformanceReport, ImplementationError, check_implementation
-from .strategies import (
+from .._optional import require
+
+require("hypothesis", "rnn_scratch.testing")  # one clear error before the imports below need it
+
+from .conformance import ConformanceReport, ImplementationError, check_implementation  # noqa: E402
+from .strategies import (  # noqa: E402
     CELLS,
     LayerConfig,
     LayerInputs,
