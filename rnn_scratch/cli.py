@@ -423,7 +423,7 @@ def main(argv=None):
         from ._optional import require
 
         for module, purpose in getattr(args.func, "needs", lambda a: ())(args):
-            require(module, f"rnn-scratch {args.command}'s {purpose}")  # said now, not after the training
+            require(module, f"rnn-scratch {args.command} ({purpose})")  # said now, not after the training
         return args.func(args)
     except KeyboardInterrupt:
         print(f"rnn-scratch {args.command}: interrupted", file=sys.stderr)
