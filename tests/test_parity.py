@@ -50,7 +50,7 @@ def _named(out, finals, dx, dstate0, grads):
     return {k: to_numpy(v).astype(np.float64) for k, v in named.items()}
 
 
-def float32_within_torchs_error(ours, theirs, truth, magnitude):
+def float32_within_torchs_error(ours, theirs, truth, magnitude, terms=None):
     """{tensor: (our error, allowed)} for the tensors where our float32 result is off by more than allowed.
 
     Both float32 results are judged against a float64 truth on the same float32-rounded weights and
@@ -71,18 +71,52 @@ def float32_within_torchs_error(ours, theirs, truth, magnitude):
     cancellation (a 3-layer bidirectional relu RNN with H=1 whose output was 0.005 from O(1) terms: 96 units of
     it off in ours, nearly none in torch's, by luck); and 32 rather than 16 units because a bidirectional tanh
     RNN with H=1 and every input -0.875 needed 16.5 in dx, the sum of the two directions' contributions.
+    A parameter gradient is a sum over steps and batch rows: its scale is also ``terms[name]``, the sum of its
+    terms' absolute values (:func:`_gradient_terms`), since a bidirectional H=1 tanh RNN with identical rows
+    summed bias terms of ~1 to 0.037 (ours 36 units of the call's largest gradient off, torch by luck less).
     """
     grad_scale = max(float(np.abs(v).max(initial=0.0)) for k, v in truth.items() if k not in FORWARD)
     eps = np.finfo(np.float32).eps
     bad = {}
     for name, t in truth.items():
         scale = float(np.abs(t).max(initial=0.0))
-        scale = max(scale, grad_scale) if name not in FORWARD else max(scale, float(np.abs(magnitude[name]).max()))
+        if name in FORWARD:
+            scale = max(scale, float(np.abs(magnitude[name]).max()))
+        else:
+            scale = max(scale, grad_scale, (terms or {}).get(name, 0.0))
         ours_err = float(np.abs(ours[name] - t).max(initial=0.0))
         allowed = F32_MULTIPLE * float(np.abs(theirs[name] - t).max(initial=0.0)) + F32_FLOOR_ULPS * eps * scale
         if not ours_err <= allowed:
             bad[name] = (ours_err, allowed)
     return bad
+
+
+def _gradient_terms(cfg, state_dict, inp, dout, dfinals, absolute=True):
+    """{parameter: max over elements of sum_{t,b} |its term at step t, row b|}, in float64: each batch row is traced
+    alone (cut to its length) and the per-step contributions of every parameter gradient are summed in absolute
+    value."""
+    from rnn_scratch.analysis.gradflow import trace_gradients
+
+    layer = cfg.build(dtype="float64", seed=0)
+    layer.load_state_dict({k: np.asarray(to_numpy(v), dtype=np.float64) for k, v in state_dict.items()})
+    x = np.asarray(inp.x, np.float64)
+    dout = np.asarray(to_numpy(dout), np.float64)
+    if cfg.batch_first:
+        x, dout = x.transpose(1, 0, 2), dout.transpose(1, 0, 2)
+    sums = {}
+    for b in range(inp.batch):
+        n = inp.seq_len if inp.lengths is None else int(inp.lengths[b])
+        xb, db = x[:n, b:b + 1], dout[:n, b:b + 1]
+        if cfg.batch_first:
+            xb, db = xb.transpose(1, 0, 2), db.transpose(1, 0, 2)
+        states = None if inp.states is None else tuple(np.asarray(s[:, b:b + 1], np.float64) for s in inp.states)
+        dfin = tuple(np.asarray(to_numpy(d)[:, b:b + 1], np.float64) for d in dfinals)
+        trace = trace_gradients(layer, xb, layer.from_states(states) if states else None, db, layer.from_states(dfin))
+        for (l, d), kinds in trace.contributions.items():
+            for kind, steps in kinds.items():
+                name = f"{kind}_l{l}" + ("_reverse" if d else "")
+                sums[name] = sums.get(name, 0.0) + (np.abs(steps) if absolute else steps).sum(axis=0)
+    return {k: float(v.max(initial=0.0)) for k, v in sums.items()} if absolute else sums
 
 
 def _absolute(cfg, state_dict, inp, dout, dfinals, device):
@@ -114,7 +148,8 @@ def _compare(cfg, inp, dtype, backend):
     else:
         t64 = torch_reference(cfg, sd, inp, dout, dfinals, "float64", device=device)
         truth = _named(t64["out"], t64["finals"], t64["dx"], t64["dstate0"], t64["grads"])
-        bad = float32_within_torchs_error(ours, theirs, truth, _absolute(cfg, sd, inp, dout, dfinals, device))
+        bad = float32_within_torchs_error(ours, theirs, truth, _absolute(cfg, sd, inp, dout, dfinals, device),
+                                          _gradient_terms(cfg, sd, inp, dout, dfinals))
     assert not bad, f"{cfg} {inp.lengths} {dtype}: {bad}"
 
 
@@ -140,6 +175,23 @@ def test_finite_differences(combo, data, backend):
     report = check_layer(layer, x, None if states is None else layer.from_states(states), inp.lengths, tol=1e-6)
     assert report.passed, f"{cfg}\n{report}"
     assert {r.name for r in report.rows} >= set(layer.params) | {"x", "h0"}
+
+
+@pytest.mark.parametrize("combo", GRID[::7], ids=IDS[::7])
+@settings(max_examples=examples(1))
+@given(data=st.data())
+def test_gradient_terms_sum_to_the_gradients(combo, data):
+    """The per-row, per-step terms behind the float32 scale of parameter gradients add up to the gradients."""
+    cfg, inp = _draw(data, combo, "float64", small=True)
+    layer = cfg.build(dtype="float64", seed=inp.seed % 1000)
+    out, finals = layer.forward_states(inp.x, inp.states, inp.lengths)
+    rng = np.random.default_rng(inp.seed)
+    dout, dfinals = rng.standard_normal(out.shape), tuple(rng.standard_normal(f.shape) for f in finals)
+    layer.backward_states(dout, dfinals)
+    signed = _gradient_terms(cfg, layer.state_dict(), inp, dout, dfinals, absolute=False)
+    assert set(signed) == set(layer.grads)
+    for name, grad in layer.grads.items():
+        assert relative_error(signed[name], grad) < 1e-10, name
 
 
 def test_finite_differences_allow_for_their_own_noise():
