@@ -194,6 +194,15 @@ def test_gradient_terms_sum_to_the_gradients(combo, data):
         assert relative_error(signed[name], grad) < 1e-10, name
 
 
+def test_float32_scale_counts_the_terms_of_a_cancelling_parameter_gradient():
+    """The dev profile's case: identical rows make bias_ih_l0 a sum of terms of ~1 that cancel to 0.037; judged
+    against the call's largest gradient alone ours broke the rule (36 units), against its terms it does not."""
+    cfg = LayerConfig(cell="rnn_tanh", input_size=3, hidden_size=1, num_layers=1, bidirectional=True)
+    inp = LayerInputs(x=np.full((2, 2, 3), -0.7558594, np.float32), states=(np.full((2, 2, 1), 0.3125, np.float32),),
+                      lengths=None, seq_len=2, batch=2, seed=196)
+    _compare(cfg, inp, "float32", "numpy")
+
+
 def test_finite_differences_allow_for_their_own_noise():
     """The dev profile's case: h0 = 2^-9 makes weight_hh_l0's gradient ~1e-3, as small as the differences'
     noise (u * M / eps = 1.9e-9 for this loss of magnitude 17); it failed at 1.17e-6 against the 1e-3 floor.
