@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from rnn_scratch.testing import CELLS, LayerConfig, LayerInputs
-from rnn_scratch.testing.torch_reference import torch_reference
+from rnn_scratch.testing.torch_reference import absolute_reference, torch_reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GRID = list(itertools.product(CELLS, (1, 2, 3), (False, True), (False, True), (False, True), (False, True),
@@ -72,10 +72,7 @@ def errors_of(cfg, inp, rng):
     sd = layer.state_dict()
     truth = tensors(torch_reference(cfg, sd, inp, dout, dfinals, "float64"))
     torch32 = tensors(torch_reference(cfg, sd, inp, dout, dfinals, "float32"))
-    absolute = LayerInputs(x=np.abs(inp.x), states=None if inp.states is None else tuple(np.abs(s) for s in inp.states),
-                           lengths=inp.lengths, seq_len=inp.seq_len, batch=inp.batch)
-    magnitude = tensors(torch_reference(cfg, {k: np.abs(v) for k, v in sd.items()}, absolute, dout, dfinals,
-                                        "float64"))  # the same tensors from absolute values: no cancellation
+    magnitude = tensors(absolute_reference(cfg, sd, inp, dout, dfinals))  # the same tensors, no cancellation
     result = {}
     for name, t in truth.items():
         scale = float(np.abs(t).max(initial=0.0)) or 1.0

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rnn_scratch.backend import to_backend, to_numpy
 from rnn_scratch.gradcheck import check_layer, min_abs_preactivation, relative_error
 from rnn_scratch.testing import CELLS, LayerConfig, LayerInputs, examples, layer_configs, layer_inputs, values
+from rnn_scratch.testing.torch_reference import absolute_reference
 
 from .torch_ref import DEVICE, torch_reference
 
@@ -119,15 +120,6 @@ def _gradient_terms(cfg, state_dict, inp, dout, dfinals, absolute=True):
     return {k: float(v.max(initial=0.0)) for k, v in sums.items()} if absolute else sums
 
 
-def _absolute(cfg, state_dict, inp, dout, dfinals, device):
-    """Outputs and final states computed (torch, float64) from the absolute values of everything."""
-    flipped = LayerInputs(x=np.abs(inp.x), states=None if inp.states is None else tuple(np.abs(s) for s in inp.states),
-                          lengths=inp.lengths, seq_len=inp.seq_len, batch=inp.batch)
-    ref = torch_reference(cfg, {k: np.abs(to_numpy(v)) for k, v in state_dict.items()}, flipped, dout, dfinals,
-                          "float64", device=device)
-    return {"out": ref["out"], **{f"final{k}": v for k, v in enumerate(ref["finals"])}}
-
-
 def _compare(cfg, inp, dtype, backend):
     layer = cfg.build(dtype=dtype, backend=backend, seed=inp.seed % 1000)
     x, states = _on(backend, inp)
@@ -148,7 +140,9 @@ def _compare(cfg, inp, dtype, backend):
     else:
         t64 = torch_reference(cfg, sd, inp, dout, dfinals, "float64", device=device)
         truth = _named(t64["out"], t64["finals"], t64["dx"], t64["dstate0"], t64["grads"])
-        bad = float32_within_torchs_error(ours, theirs, truth, _absolute(cfg, sd, inp, dout, dfinals, device),
+        a64 = absolute_reference(cfg, sd, inp, dout, dfinals, device=device)
+        magnitude = _named(a64["out"], a64["finals"], a64["dx"], a64["dstate0"], a64["grads"])
+        bad = float32_within_torchs_error(ours, theirs, truth, magnitude,
                                           _gradient_terms(cfg, sd, inp, dout, dfinals))
     assert not bad, f"{cfg} {inp.lengths} {dtype}: {bad}"
 

@@ -66,3 +66,14 @@ def torch_reference(cfg, state_dict, inp, dout, dfinals, dtype, device="cpu"):
         "dstate0": tuple(s.grad.cpu().numpy() for s in states),
         "grads": {k: p.grad.cpu().numpy() for k, p in module.named_parameters()},
     }
+
+
+def absolute_reference(cfg, state_dict, inp, dout, dfinals, device="cpu"):
+    """:func:`torch_reference` in float64 on the absolute values of every weight, input and state: the size of
+    the terms each output is summed from, with no cancellation (a float32 rounding scale)."""
+    from .strategies import LayerInputs
+
+    flipped = LayerInputs(x=np.abs(inp.x), states=None if inp.states is None else tuple(np.abs(s) for s in inp.states),
+                          lengths=inp.lengths, seq_len=inp.seq_len, batch=inp.batch)
+    return torch_reference(cfg, {k: np.abs(to_numpy(v)) for k, v in state_dict.items()}, flipped, dout, dfinals,
+                           "float64", device=device)
