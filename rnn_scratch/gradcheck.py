@@ -180,17 +180,29 @@ def check_layer(layer, x, state=None, lengths=None, *, eps=1e-6, tol=1e-6, floor
 
 
 def min_abs_preactivation(layer):
-    """Smallest |W_ih x_t + b + W_hh h_{t-1}| over every step, layer and direction of a vanilla RNN layer's last
-    forward. Finite differences of a relu RNN are meaningless across the kink at 0: check only when this is well
-    above the difference step ``eps``."""
+    """Smallest |argument of the cell's non-differentiable function| (``Cell.nonsmooth_at``: a relu RNN's
+    pre-activation W_ih x_t + b + W_hh h_{t-1}) over every valid step, layer and direction of a layer's last
+    forward; inf for a smooth cell. Finite differences are meaningless across a kink: check only when this is
+    well above the difference step ``eps``."""
+    from .functional import CheckpointedCache, ReferenceCache
+
+    at = layer.cell.nonsmooth_at
+    if at is None:
+        return np.inf
     smallest = np.inf
-    for layer_caches in layer._saved()["caches"]:
-        for cache in layer_caches:  # RNNCache
-            params = cache.params
-            a = cache.x @ params["weight_ih"].T + cache.h_prev @ params["weight_hh"].T
-            if params["bias_ih"] is not None:
-                a = a + params["bias_ih"] + params["bias_hh"]
-            if cache.mask is not None:
-                a = np.where(cache.mask, a, np.inf)
-            smallest = min(smallest, float(np.abs(a).min()))
+    for cache in (c for layer_caches in layer._saved()["caches"] for c in layer_caches):
+        parts = [cache]
+        if isinstance(cache, CheckpointedCache):  # each segment's cache, recomputed from its checkpoint
+            parts = [cache.forward(cache.cell, cache.x[seg], state, cache.params, reverse=cache.reverse,
+                                   mask=None if cache.mask is None else cache.mask[seg])[2]
+                     for seg, state in cache.checkpoints]
+        for part in parts:
+            if isinstance(part, ReferenceCache):
+                args = np.stack([at(part.x[t], part.before[t], part.params) for t in range(len(part.steps))])
+            else:
+                args = at(part.x, tuple(part.prev(k) for k in range(len(part.states))), part.params)
+            args = to_numpy(args)
+            if part.mask is not None:
+                args = np.where(to_numpy(part.mask), args, np.inf)
+            smallest = min(smallest, float(np.abs(args).min()))
     return smallest

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import rnn_scratch
 from rnn_scratch.functional import (
+    CELLS,
     _common,
     _gemm,
     _parallel,
@@ -20,10 +21,8 @@ from rnn_scratch.functional import (
     sequence_backward,
     sequence_forward,
 )
-from rnn_scratch.testing import CELLS, examples
+from rnn_scratch.testing import examples
 from rnn_scratch.testing.cases import random_sequence_case
-
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
 
 @contextlib.contextmanager
@@ -67,7 +66,7 @@ def rounding_bound(tensor, T, I, H, m, signal):
 
 
 @settings(max_examples=examples(60))
-@given(cell=st.sampled_from(CELLS), T=st.integers(1, 8), B=st.integers(1, 5), I=st.integers(1, 6),
+@given(cell=st.sampled_from(list(CELLS)), T=st.integers(1, 8), B=st.integers(1, 5), I=st.integers(1, 6),
        H=st.integers(1, 7), bias=st.booleans(), reverse=st.booleans(), padded=st.booleans(),
        seed=st.integers(0, 2**31), scale=st.floats(0.1, 3.0), threads=st.sampled_from([1, 2, 3]),
        chunk=st.sampled_from([1, 40, 1 << 18]), orientation=st.sampled_from([None, True, False]))
@@ -98,12 +97,10 @@ def test_fast_path_matches_reference(cell, T, B, I, H, bias, reverse, padded, se
 def test_float32_stays_float32():
     rng = np.random.default_rng(0)
     for cell in CELLS:
-        G = GATES[cell]
-        params = {"weight_ih": rng.standard_normal((G * 4, 3)).astype("float32"),
-                  "weight_hh": rng.standard_normal((G * 4, 4)).astype("float32"),
-                  "bias_ih": np.zeros(G * 4, "float32"), "bias_hh": np.zeros(G * 4, "float32")}
+        params = {name: rng.standard_normal(shape).astype("float32")
+                  for name, shape in CELLS[cell].param_shapes(3, 4).items()}
         x = rng.standard_normal((5, 2, 3)).astype("float32")
-        state = tuple(np.zeros((2, 4), "float32") for _ in range(2 if cell == "lstm" else 1))
+        state = tuple(np.zeros((2, 4), "float32") for _ in range(CELLS[cell].num_states))
         out, st_n, cache = sequence_forward(cell, x, state, params)
         dx, d0, dp = sequence_backward(cell, np.ones_like(out), None, cache)
         assert out.dtype == dx.dtype == np.float32
@@ -125,12 +122,11 @@ def test_saturated_gates_stay_finite():
 def test_saturated_gates_quiet_on_worker_threads():
     """NumPy's error state is per thread: every block must silence exp's harmless overflow itself."""
     rng = np.random.default_rng(1)
-    for cell in ("lstm", "gru"):
-        G = GATES[cell]
-        params = {"weight_ih": np.full((G * 4, 1), 1e4), "weight_hh": rng.standard_normal((G * 4, 4)),
-                  "bias_ih": None, "bias_hh": None}
+    for cell in CELLS:
+        params = {name: rng.standard_normal(shape) for name, shape in CELLS[cell].param_shapes(1, 4).items()}
+        params["weight_ih"] = np.full(params["weight_ih"].shape, 1e4)
         x = np.array([[[1.0]] * 6, [[-1.0]] * 6])
-        state = tuple(np.zeros((6, 4)) for _ in range(2 if cell == "lstm" else 1))
+        state = tuple(np.zeros((6, 4)) for _ in range(CELLS[cell].num_states))
         with forced_blocks(3):
             out, _, cache = sequence_forward(cell, x, state, params)
             dx, _, _ = sequence_backward(cell, np.ones_like(out), None, cache)

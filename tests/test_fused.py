@@ -10,21 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnn_scratch import backend as be
-from rnn_scratch.functional import (
-    gru,
-    lstm,
-    reference_backward,
-    reference_forward,
-    rnn,
-    sequence_backward,
-    sequence_forward,
-)
-from rnn_scratch.testing import CELLS, examples
+from rnn_scratch.functional import CELLS, reference_backward, reference_forward, sequence_backward, sequence_forward
+from rnn_scratch.testing import examples
 from rnn_scratch.testing.cases import random_sequence_case
 
-SOURCES = {"lstm": (lstm._LSTM_CUDA, ("lstm_forward_step", "lstm_backward_step")),
-           "gru": (gru._GRU_CUDA, ("gru_forward_step", "gru_backward_step")),
-           "rnn": (rnn._RNN_CUDA, ("rnn_forward_step", "rnn_backward_step"))}
+KERNELS = {cell.kernel.path: cell.kernel for cell in CELLS.values() if cell.kernel is not None}  # one per file
+FUSED = [name for name, cell in CELLS.items() if cell.kernel is not None]
 
 
 def _nvrtc_reason():
@@ -37,11 +28,11 @@ def _nvrtc_reason():
 
 @pytest.mark.skipif(_nvrtc_reason() is not None, reason=f"NVRTC not available: {_nvrtc_reason()}")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cell", sorted(SOURCES))
-def test_kernels_compile_with_nvrtc(cell, dtype):
-    source, names = SOURCES[cell]
-    for name in names:
-        log = be.nvrtc_compile(source, name, dtype)
+@pytest.mark.parametrize("path", sorted(KERNELS), ids=lambda p: p.rsplit("/", 1)[-1])
+def test_kernels_compile_with_nvrtc(path, dtype):
+    kernel = KERNELS[path]
+    for name in (kernel.forward, kernel.backward):
+        log = be.nvrtc_compile(kernel.source, name, dtype)
         assert log == "", f"{name} ({dtype}) does not compile:\n{log}"
 
 
@@ -50,7 +41,7 @@ def _sig_neg(a):
     return 1 / (1 + np.exp(a))
 
 
-def lstm_forward_step(gates, a_hh, c_prev, h_prev, c_new, h_new, tanh_c, valid, has_mask, B, H):
+def lstm_forward_step(gates, a_hh, h_prev, c_prev, h_new, c_new, tanh_c, valid, has_mask, B, H):
     g4, r4 = gates.reshape(B, 4, H), a_hh.reshape(B, 4, H)
     o, i, f = (_sig_neg(g4[:, k] + r4[:, k]) for k in range(3))
     g = np.tanh(g4[:, 3] + r4[:, 3])
@@ -63,8 +54,8 @@ def lstm_forward_step(gates, a_hh, c_prev, h_prev, c_new, h_new, tanh_c, valid, 
     h_new[...] = np.where(keep, o * tc, h_prev)
 
 
-def lstm_backward_step(gates, tanh_c, c_prev, dout_t, dh_carry, dh_gemm, dc, dgates, valid, has_mask, has_dout, B,
-                       H):
+def lstm_backward_step(gates, h_prev, c_prev, tanh_c, dout_t, dh_carry, dh_gemm, dc, dgates, valid, has_mask, has_dout,
+                       B, H):
     g4, da = gates.reshape(B, 4, H), dgates.reshape(B, 4, H)
     dh = dh_carry + dh_gemm + (dout_t if has_dout else 0)
     keep = np.ones((B, 1), bool) if not has_mask else valid.reshape(B, 1)
@@ -88,7 +79,7 @@ def gru_forward_step(gates, a_hh, b_hn, h_prev, h_new, m, valid, has_mask, has_b
     h_new[...] = np.where(keep, n + z * (h_prev - n), h_prev)
 
 
-def gru_backward_step(gates, m, h_prev, dout_t, dh_carry, dh_gemm, dgates_x, dgates_h, valid, has_mask, has_dout,
+def gru_backward_step(gates, h_prev, m, dout_t, dh_carry, dh_gemm, dgates_x, dgates_h, valid, has_mask, has_dout,
                       B, H):
     g3, dgx, dgh = gates.reshape(B, 3, H), dgates_x.reshape(B, 3, H), dgates_h.reshape(B, 3, H)
     dh = dh_carry + dh_gemm + (dout_t if has_dout else 0)
@@ -103,18 +94,18 @@ def gru_backward_step(gates, m, h_prev, dout_t, dh_carry, dh_gemm, dgates_x, dga
     dh_carry[...] = np.where(keep, dh * z, dh)
 
 
-def rnn_forward_step(h_cell, a_hh, h_prev, h_new, valid, has_mask, relu, B, H):
-    a = h_cell + a_hh
+def rnn_forward_step(gates, a_hh, h_prev, h_new, valid, has_mask, relu, B, H):
+    a = gates + a_hh
     h = np.maximum(a, 0) if relu else np.tanh(a)
-    h_cell[...] = h
+    gates[...] = h
     keep = np.ones((B, 1), bool) if not has_mask else valid.reshape(B, 1)
     h_new[...] = np.where(keep, h, h_prev)
 
 
-def rnn_backward_step(h_cell, dout_t, dh_carry, dh_gemm, da, valid, has_mask, has_dout, relu, B, H):
+def rnn_backward_step(gates, h_prev, dout_t, dh_carry, dh_gemm, da, valid, has_mask, has_dout, relu, B, H):
     dh = dh_carry + dh_gemm + (dout_t if has_dout else 0)
     keep = np.ones((B, 1), bool) if not has_mask else valid.reshape(B, 1)
-    da[...] = np.where(keep, dh * ((h_cell > 0) if relu else 1 - h_cell * h_cell), 0)
+    da[...] = np.where(keep, dh * ((gates > 0) if relu else 1 - gates * gates), 0)
     dh_carry[...] = np.where(keep, 0, dh)
 
 
@@ -131,15 +122,12 @@ def emulated_kernels():
     def launch(kernel, n, args, block=256):
         kernel(*(a if isinstance(a, np.ndarray) else int(a) for a in args))
 
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(be, "cuda_kernel", kernel))
-        for module in (lstm, gru, rnn):
-            stack.enter_context(mock.patch.multiple(module, launch=launch, fused_enabled=lambda xp: True))
+    with mock.patch.multiple(be, cuda_kernel=kernel, launch=launch, fused_enabled=lambda xp: True):
         yield
 
 
 @settings(max_examples=examples(40))
-@given(cell=st.sampled_from(CELLS), T=st.integers(1, 6), B=st.integers(1, 4), I=st.integers(1, 4),
+@given(cell=st.sampled_from(FUSED), T=st.integers(1, 6), B=st.integers(1, 4), I=st.integers(1, 4),
        H=st.integers(1, 5), bias=st.booleans(), reverse=st.booleans(), padded=st.booleans(), with_dout=st.booleans(),
        seed=st.integers(0, 2**31))
 def test_fused_time_loops_match_the_reference(cell, T, B, I, H, bias, reverse, padded, with_dout, seed):
@@ -161,7 +149,7 @@ def test_fused_time_loops_match_the_reference(cell, T, B, I, H, bias, reverse, p
 @pytest.mark.gpu
 @pytest.mark.parametrize("graphs", [False, True], ids=["plain", "graph"])
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", FUSED)
 def test_fused_on_the_gpu_matches_the_unfused_path(cell, dtype, tol, graphs):
     """Fused (and graph-replayed) kernels against the unfused CuPy path and the NumPy path, with padding, reverse."""
     from rnn_scratch.layers import make_layer

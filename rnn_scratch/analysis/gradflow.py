@@ -21,12 +21,20 @@ quantity is exactly what the backward pass computes; nothing uses autograd.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from ..backend import to_numpy
-from ..functional import default_every, param_name, reference_backward, reference_forward
-from ..functional.recompute import segments
+from ..functional import (
+    checkpointed_forward,
+    default_every,
+    param_name,
+    reference_backward,
+    reference_forward,
+    stack_backward,
+    stack_forward,
+)
 
 
 @dataclass
@@ -52,64 +60,37 @@ def trace_gradients(layer, x, state=None, dout=None, dstate_n=None, *, contribut
     costs T times the weights' memory). ``checkpoint_every``: keep the step caches of one segment of this
     many steps at a time and recompute the others (checkpointed BPTT; default: all steps up to T = 1000,
     about sqrt(T) steps beyond), so T can run into the tens of thousands.
-    Returns a :class:`GradientTrace`; ``trace.grads`` equals what ``layer.backward`` accumulates.
+    The layers x directions loop is the layers' own (:func:`~rnn_scratch.functional.stack_forward`), run on the
+    readable step functions. Returns a :class:`GradientTrace`; ``trace.grads`` equals what ``layer.backward``
+    accumulates.
     """
     cell = layer.cell
     xt = _time_major(layer, to_numpy(x))
     T, B, _ = xt.shape
-    D, L, H = layer.num_directions, layer.num_layers, layer.hidden_size
+    D, L = layer.num_directions, layer.num_layers
     every = checkpoint_every or (T if T <= 1000 else default_every(T))
-    shape = (L * D, B, H)
     states = layer.to_states(state) or (None,) * cell.num_states
-    states = [np.zeros(shape, dtype=xt.dtype) if s is None else to_numpy(s) for s in states]
+    states = tuple(np.zeros((L * D, B, layer.hidden_size), dtype=xt.dtype) if s is None else to_numpy(s)
+                   for s in states)
+    params = [[{k: None if v is None else to_numpy(v) for k, v in layer.cell_params(l, d).items()}
+               for d in range(D)] for l in range(L)]
+    step_loop = partial(checkpointed_forward, every=every, forward=reference_forward, backward=reference_backward)
+    out, _, caches = stack_forward(cell, xt, states, params, forward=step_loop)
+    dcur = np.zeros_like(out) if dout is None else _time_major(layer, to_numpy(dout))
+    dfinal = tuple(None if p is None else to_numpy(p)
+                   for p in (layer.to_states(dstate_n, gradient=True) or (None,) * cell.num_states))
+    trace = GradientTrace(hidden_grad_norms={(l, d): np.zeros(T) for l in range(L) for d in range(D)})
 
-    def pdict(l, d):
-        return {k: None if v is None else to_numpy(v) for k, v in layer._layer_params(l, d).items()}
+    def record(l, d, t, dh, dparams):
+        trace.hidden_grad_norms[(l, d)][t] = np.linalg.norm(dh)
+        if contributions:
+            terms = trace.contributions.setdefault((l, d), {})
+            for k, v in dparams.items():
+                terms.setdefault(k, np.zeros((T, *v.shape)))[t] = v
 
-    checkpoints, inputs, inp = {}, [], xt
-    for l in range(L):
-        inputs.append(inp)
-        outs = []
-        for d in range(D):
-            out = np.empty((T, B, H), dtype=xt.dtype)
-            state_ld = tuple(s[l * D + d] for s in states)
-            checkpoints[(l, d)] = []
-            for seg in segments(T, every, d == 1):
-                checkpoints[(l, d)].append((seg, state_ld))
-                out[seg], state_ld, _ = reference_forward(cell.name, inp[seg], state_ld, pdict(l, d), reverse=d == 1)
-            outs.append(out)
-        inp = np.concatenate(outs, axis=2)
-    dcur = np.zeros_like(inp) if dout is None else _time_major(layer, to_numpy(dout))
-    parts = layer.to_states(dstate_n, gradient=True) or (None,) * cell.num_states
-    dfinal = [np.zeros(shape, dtype=xt.dtype) if p is None else to_numpy(p) for p in parts]
-    trace = GradientTrace()
-    for l in reversed(range(L)):
-        dx_sum = None
-        for d in range(D):
-            norms = np.zeros(T)
-            grads, contrib = {}, {}
-            dstate = tuple(f[l * D + d] for f in dfinal)
-            dx = np.empty(inputs[l].shape, dtype=xt.dtype)
-            for seg, state_seg in reversed(checkpoints[(l, d)]):
-                _, _, cache = reference_forward(cell.name, inputs[l][seg], state_seg, pdict(l, d), reverse=d == 1)
-
-                def record(t, dh, dparams, start=seg.start, norms=norms, grads=grads, contrib=contrib):
-                    norms[start + t] = np.linalg.norm(dh)
-                    for k, v in dparams.items():
-                        grads[k] = v if k not in grads else grads[k] + v
-                        if contributions:
-                            contrib.setdefault(k, np.zeros((T, *v.shape)))[start + t] = v
-
-                dx[seg], dstate, _ = reference_backward(cell.name, dcur[seg, :, d * H:(d + 1) * H], dstate, cache,
-                                                        on_step=record)
-            trace.hidden_grad_norms[(l, d)] = norms
-            if contributions:
-                trace.contributions[(l, d)] = contrib
-            for k, v in grads.items():
-                trace.grads[param_name(k, l, d == 1)] = v
-            dx_sum = dx if dx_sum is None else dx_sum + dx
-        dcur = dx_sum
-    trace.dx = np.ascontiguousarray(np.swapaxes(dcur, 0, 1)) if layer.batch_first else dcur
+    dx, _, grads = stack_backward(cell, dcur, dfinal, caches, on_step=record)
+    trace.grads = {param_name(k, l, d == 1): v for (l, d), g in grads.items() for k, v in g.items()}
+    trace.dx = np.ascontiguousarray(np.swapaxes(dx, 0, 1)) if layer.batch_first else dx
     return trace
 
 
@@ -129,7 +110,7 @@ def step_jacobians(layer, x, state=None, batch_index=0):
     states = layer.to_states(state) or (None,) * n
     st = tuple(np.zeros((1, H), dtype=xt.dtype) if s is None else to_numpy(s)[0, batch_index:batch_index + 1]
                for s in states)
-    params = {k: None if v is None else to_numpy(v) for k, v in layer._layer_params(0, 0).items()}
+    params = {k: None if v is None else to_numpy(v) for k, v in layer.cell_params(0, 0).items()}
     caches = reference_forward(cell.name, xt, st, params)[2].steps
     S = n * H
     jac = np.zeros((T, S, S))
@@ -158,11 +139,16 @@ def spectral_norms(matrices):
 
 
 def set_spectral_radius(layer, radius, seed=0):
-    """Give every recurrent gate block of a layer a fresh random matrix with the given spectral radius."""
+    """Give every recurrent gate block of a layer a fresh random matrix with the given spectral radius (a recurrent
+    weight that is a vector u, acting as u * h, gets random entries of largest magnitude ``radius``)."""
     rng = np.random.default_rng(seed)
     H = layer.hidden_size
     for name, w in layer.params.items():
         if not name.startswith("weight_hh"):
+            continue
+        if w.ndim == 1:
+            u = rng.uniform(-1, 1, w.shape)
+            w[...] = layer.xp.asarray((u * (radius / np.abs(u).max())).astype(layer.dtype))
             continue
         new = np.empty(w.shape)
         for g in range(w.shape[0] // H):

@@ -1,53 +1,33 @@
-"""Pure functional core: per-step forward/backward with named caches, and whole sequences.
+"""Pure functional core: cells, their step functions, and whole sequences through one time-loop driver.
 
-Every cell's state is a tuple, ``(h,)`` or ``(h, c)``; :data:`CELLS` maps each cell name to its
-:class:`Cell` record (gate count, state names, the four functions).
+- :data:`CELLS` maps each cell name to its :class:`Cell` record (:mod:`.cell`); a cell module (``rnn.py``,
+  ``lstm.py``, ``gru.py``, ...) holds its equations and its record, :func:`register_cell` adds your own;
+- :func:`sequence_forward` / :func:`sequence_backward`: a whole sequence for any cell (:mod:`.driver`; full or
+  checkpointed BPTT, :mod:`.recompute`); :func:`reference_forward` / :func:`reference_backward`: the readable
+  step functions looped over time, the specification (:mod:`.reference`);
+- :func:`stack_forward` / :func:`stack_backward`: layers x directions (:mod:`.stack`).
+
+Every cell's state is a tuple, ``(h,)`` or ``(h, c)``.
 """
 
-from ._common import PARAM_NAMES, Cell, TimeSlots, param_name
-from .gru import GRU_CELL, GRUCache, GRUStepCache, gru_backward, gru_forward, gru_step_backward, gru_step_forward
-from .lstm import (
-    LSTM_CELL,
-    LSTMCache,
-    LSTMStepCache,
-    lstm_backward,
-    lstm_forward,
-    lstm_step_backward,
-    lstm_step_forward,
-)
+from .cell import TORCH_PARAMS, Cell, FastPath, Kernel, Param, Prepared, TorchModule, TorchStep, param_name
+from .driver import LoopCache, sequence_backward, sequence_forward
+from .gru import GRU_CELL, GRUStepCache, gru_step_backward, gru_step_forward
+from .lstm import LSTM_CELL, LSTMStepCache, lstm_step_backward, lstm_step_forward
 from .recompute import CheckpointedCache, checkpointed_backward, checkpointed_forward, default_every
-from .rnn import (
-    RNN_RELU_CELL,
-    RNN_TANH_CELL,
-    RNNCache,
-    RNNStepCache,
-    rnn_backward,
-    rnn_forward,
-    rnn_step_backward,
-    rnn_step_forward,
-)
-from .sequence import (
-    ALIASES,
-    CELL_CHOICES,
-    CELL_NAMES,
-    CELLS,
-    ReferenceCache,
-    canonical_cell_name,
-    get_cell,
-    reference_backward,
-    reference_forward,
-    sequence_backward,
-    sequence_forward,
-)
+from .reference import ReferenceCache, reference_backward, reference_forward
+from .register import register_cell, unregister_cell
+from .registry import ALIASES, CELLS, canonical_cell_name, cell_choices, cell_names, get_cell
+from .rnn import RNN_RELU_CELL, RNN_TANH_CELL, RNNStepCache, rnn_step_backward, rnn_step_forward
+from .stack import stack_backward, stack_forward
 
 __all__ = [
-    "ALIASES", "CELL_CHOICES", "CELL_NAMES", "CELLS", "Cell", "PARAM_NAMES", "ReferenceCache", "TimeSlots",
-    "canonical_cell_name", "get_cell", "param_name",
-    "GRU_CELL", "GRUCache", "GRUStepCache", "gru_backward", "gru_forward", "gru_step_backward", "gru_step_forward",
-    "LSTM_CELL", "LSTMCache", "LSTMStepCache", "lstm_backward", "lstm_forward", "lstm_step_backward",
-    "lstm_step_forward",
-    "RNN_RELU_CELL", "RNN_TANH_CELL", "RNNCache", "RNNStepCache", "rnn_backward", "rnn_forward",
-    "rnn_step_backward", "rnn_step_forward",
-    "reference_backward", "reference_forward", "sequence_backward", "sequence_forward",
+    "ALIASES", "CELLS", "Cell", "FastPath", "Kernel", "Param", "Prepared", "TORCH_PARAMS", "TorchModule", "TorchStep",
+    "canonical_cell_name", "cell_choices", "cell_names", "get_cell", "param_name", "register_cell", "unregister_cell",
+    "GRU_CELL", "GRUStepCache", "gru_step_backward", "gru_step_forward",
+    "LSTM_CELL", "LSTMStepCache", "lstm_step_backward", "lstm_step_forward",
+    "RNN_RELU_CELL", "RNN_TANH_CELL", "RNNStepCache", "rnn_step_backward", "rnn_step_forward",
+    "LoopCache", "ReferenceCache", "reference_backward", "reference_forward", "sequence_backward", "sequence_forward",
     "CheckpointedCache", "checkpointed_backward", "checkpointed_forward", "default_every",
+    "stack_backward", "stack_forward",
 ]

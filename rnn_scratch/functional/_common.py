@@ -1,4 +1,4 @@
-"""What the cell modules share: the cell record, parameter names and unpacking, time slots, the hoisted GEMMs.
+"""What the time loops share: torch's parameter names and unpacking, time slots, the sequence cache, setup.
 
 Sizes throughout the functional core: T steps, B batch rows, I input features, H hidden units,
 G gates (1 RNN, 4 LSTM, 3 GRU). Sequences are time-major: x (T, B, I), outputs (T, B, H).
@@ -7,48 +7,16 @@ A cell's state is always a tuple: ``(h,)`` for the RNN and GRU, ``(h, c)`` for t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..backend import array_module
 
-PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One cell type: its gate count, its state and its four functions.
-
-    ``step_forward(x_t, state, params) -> (state_t, step cache)``;
-    ``step_backward(dstate_t, step cache) -> (dx_t, dstate_{t-1}, dparams)``;
-    ``forward(x, state, params, *, reverse=False, mask=None) -> (out, final state, cache)``;
-    ``backward(dout, dstate_n, cache) -> (dx, dstate_0, dparams)``.
-    States and state gradients are tuples named by ``state_names``. ``memory``: the (T, B, H) arrays the
-    fast forward's cache holds and the fast backward adds (what full BPTT costs per step and hidden unit).
-    """
-
-    name: str
-    num_gates: int  # rows of W_ih per hidden unit
-    state_names: tuple  # ("h",) or ("h", "c")
-    step_forward: Callable
-    step_backward: Callable
-    forward: Callable
-    backward: Callable
-    memory: tuple = (0, 0)  # ((T, B, H) arrays in the forward cache, more in the backward)
-
-    @property
-    def num_states(self) -> int:
-        return len(self.state_names)
-
-
-def param_name(kind: str, layer: int, reverse: bool = False) -> str:
-    """torch's parameter name, e.g. ``param_name("weight_hh", 1, True) == "weight_hh_l1_reverse"``."""
-    return f"{kind}_l{layer}{'_reverse' if reverse else ''}"
+PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # torch's four, in the RNN, LSTM and GRU
 
 
 class Weights(NamedTuple):
-    """The parameters of one layer and direction: W_ih (G*H, I), W_hh (G*H, H), b_ih and b_hh (G*H,) or None."""
+    """torch's parameters of one layer and direction: W_ih (G*H, I), W_hh (G*H, H), b_ih and b_hh (G*H,) or None."""
 
     weight_ih: object
     weight_hh: object
@@ -66,10 +34,6 @@ class Sizes(NamedTuple):
     B: int
     I: int
     H: int
-
-
-def _sizes(x, weights) -> Sizes:
-    return Sizes(*x.shape, weights.weight_hh.shape[1])
 
 
 @dataclass(frozen=True)
@@ -160,41 +124,41 @@ def span(steps: range) -> slice:
     return slice(min(steps), max(steps) + 1)
 
 
-def forward_setup(x, state, params, reverse, mask):
+def forward_setup(x, state, reverse, mask):
     """The prologue of every whole-sequence forward.
 
-    Returns (xp, x, :class:`Sizes`, :class:`Weights`, :class:`TimeSlots`, and per state part a (T+1, B, H)
-    buffer holding the initial state in its slot). With a mask, the returned x is a copy that is zero at
-    padded steps: whatever the caller left there (even NaN) cannot reach a gradient through 0 * NaN in
-    the all-steps GEMMs.
+    Returns (xp, x, :class:`Sizes`, :class:`TimeSlots`, and per state part a (T+1, B, H) buffer holding the
+    initial state in its slot). H is the state's width. With a mask, the returned x is a copy that is zero at
+    padded steps: whatever the caller left there (even NaN) cannot reach a gradient through 0 * NaN in the
+    all-steps GEMMs.
     """
-    xp, weights = array_module(x), unpack(params)
+    xp = array_module(x)
     if mask is not None:
         x = xp.where(mask, x, 0).astype(x.dtype, copy=False)
-    sizes = _sizes(x, weights)
+    sizes = Sizes(*x.shape, state[0].shape[-1])
     slots = TimeSlots(sizes.T, reverse)
     buffers = []
     for part in state:
         buf = xp.empty((sizes.T + 1, *part.shape), dtype=x.dtype)
         buf[slots.initial] = part
         buffers.append(buf)
-    return xp, x, sizes, weights, slots, tuple(buffers)
+    return xp, x, sizes, slots, tuple(buffers)
 
 
 def backward_setup(cache: SequenceCache, dout, dstate_n, num_states: int):
     """The prologue of every whole-sequence backward.
 
-    Returns (xp, :class:`Sizes`, :class:`Weights`, dout with padded steps zeroed (outputs there are
-    constant zeros; None stays None), and a tuple of ``num_states`` fresh (B, H) accumulators: copies
-    of ``dstate_n``'s parts, zeros for missing ones).
+    Returns (xp, :class:`Sizes`, dout with padded steps zeroed (outputs there are constant zeros; None stays
+    None), and a tuple of ``num_states`` fresh (B, H) accumulators: copies of ``dstate_n``'s parts, zeros for
+    missing ones).
     """
-    xp, weights = array_module(cache.x), unpack(cache.params)
-    sizes = _sizes(cache.x, weights)
+    xp = array_module(cache.x)
+    sizes = Sizes(*cache.x.shape, cache.h.shape[-1])
     if dout is not None and cache.mask is not None:
         dout = xp.where(cache.mask, dout, 0)
     parts = tuple(dstate_n) if dstate_n is not None else (None,) * num_states
     acc = tuple(xp.zeros((sizes.B, sizes.H), dtype=cache.x.dtype) if d is None else d.copy() for d in parts)
-    return xp, sizes, weights, dout, acc
+    return xp, sizes, dout, acc
 
 
 def split_padded(xp, d, valid, carried):

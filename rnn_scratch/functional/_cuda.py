@@ -1,8 +1,8 @@
-"""Running a cell's fused CUDA time loop: per step one GEMM and one fused kernel, optionally a CUDA graph.
+"""What the driver's fused CUDA time loops share: per step one GEMM and one fused kernel, optionally a CUDA graph.
 
-Each cell module writes its step kernels as CUDA C (``real`` for the element type) beside the NumPy
-loop they mirror, with the same names for the same quantities; :mod:`rnn_scratch.backend` compiles them
-(memoised) and captures graphs. The fused path is off by default until a device run has verified it
+Each cell writes its step kernels as CUDA C (``real`` for the element type) in ``kernels/<cell>.cu`` beside its
+module, with the same names as its NumPy step; :mod:`rnn_scratch.backend` compiles them (memoised) and
+captures graphs. The fused path is off by default until a device run has verified it
 (``rnn_scratch.backend.set_fused(True)`` or ``RNN_SCRATCH_FUSED=1``; graphs: ``set_cuda_graphs`` or
 ``RNN_SCRATCH_CUDA_GRAPHS=1``).
 """
@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
-from ._gemm import RecurrentWeight
+from ._gemm import recurrent_weight
 
 GRAPHS = backend.CudaGraphs()
 
@@ -66,8 +66,8 @@ class FusedLoop(NamedTuple):
 
 
 def fused_loop(xp, source, name, w, mask, T, B, dtype, dh=None, dout=None):
-    """The prologue of a fused time loop (forward, or backward when ``dh`` is given). ``w``: W (G, H)."""
-    weight = RecurrentWeight(xp, w, B)
+    """The prologue of a fused time loop (forward, or backward when ``dh`` is given). ``w``: W (G, H) or u (H,)."""
+    weight = recurrent_weight(xp, w, B)
     valid, has_mask = step_flags(xp, mask, T, B)
     if dh is None:
         return FusedLoop(backend.cuda_kernel(source, name, dtype), weight, weight.scratch(B), valid, has_mask)

@@ -31,24 +31,28 @@ def input_projection(x, weight_ih, bias=None, blocks: RowBlocks | None = None):
     return gates.reshape(T, B, -1)
 
 
-def weight_gradients(dgates, x, h_prev, dgates_hh=None, has_bias=True, blocks: RowBlocks | None = None):
+def weight_gradients(dgates, x, h_prev, dgates_hh=None, has_bias=True, blocks: RowBlocks | None = None,
+                     elementwise=False):
     """The parameter gradients of one direction as single GEMMs over all steps.
 
     dW_ih = sum_t dgates_t^T x_t,  dW_hh = sum_t dgates_hh_t^T h_{t-1},
     db_ih = sum_t dgates_t,        db_hh = sum_t dgates_hh_t.
-    dgates (T, B, G*H), x (T, B, I), h_prev (T, B, H): the state before each step, in time order.
-    ``dgates_hh`` differs from ``dgates`` only for the GRU (its n gate); None means the same.
+    dgates (T, B, K*H), x (T, B, I), h_prev (T, B, H): the state before each step, in time order.
+    ``dgates_hh`` (T, B, G*H): what reaches the recurrent product where it differs from ``dgates`` (the GRU's
+    n gate); None means the same. ``elementwise``: the recurrent weight is a vector u (H,) acting as u * h_{t-1},
+    so du = sum over steps and rows of dgates_hh * h_{t-1}.
     With several ``blocks`` each thread takes a contiguous share of the (step, row) pairs and the
     partial sums are added (contiguous operands; measured faster than sharing out gate rows).
     """
     same = dgates_hh is None
-    T, B, G = dgates.shape
-    dg = dgates.reshape(T * B, G)
-    dgh = dg if same else dgates_hh.reshape(T * B, G)
+    T, B, K = dgates.shape
+    dg = dgates.reshape(T * B, K)
+    dgh = dg if same else dgates_hh.reshape(T * B, -1)
     xs, hs = x.reshape(T * B, -1), h_prev.reshape(T * B, -1)
 
     def share(r):
-        grads = {"weight_ih": dg[r].T @ xs[r], "weight_hh": dgh[r].T @ hs[r]}
+        w_hh = (dgh[r] * hs[r]).sum(axis=0) if elementwise else dgh[r].T @ hs[r]
+        grads = {"weight_ih": dg[r].T @ xs[r], "weight_hh": w_hh}
         if has_bias:
             grads["bias_ih"] = dg[r].sum(axis=0)
             grads["bias_hh"] = grads["bias_ih"].copy() if same else dgh[r].sum(axis=0)
@@ -62,7 +66,7 @@ def weight_gradients(dgates, x, h_prev, dgates_hh=None, has_bias=True, blocks: R
 
 
 def input_gradient(dgates, weight_ih, blocks: RowBlocks | None = None):
-    """dx_t = dgates_t @ W_ih for all steps: one (T*B, G*H) x (G*H, I) GEMM, shared over ``blocks``."""
+    """dx_t = dgates_t @ W_ih for all steps: one (T*B, K*H) x (K*H, I) GEMM, shared over ``blocks``."""
     xp = array_module(dgates)
     T, B, G = dgates.shape
     dg = dgates.reshape(T * B, G)
@@ -82,6 +86,12 @@ def feature_major(xp, batch: int, gates: int) -> bool:
     if FORCE_ORIENTATION is not None:
         return FORCE_ORIENTATION
     return xp is np and 8 <= batch <= gates // 4
+
+
+def recurrent_weight(xp, w, batch: int):
+    """The per-step recurrent product of a weight: :class:`RecurrentWeight` for a matrix W (G, H),
+    :class:`ElementwiseWeight` for a vector u (H,)."""
+    return ElementwiseWeight(xp, w) if w.ndim == 1 else RecurrentWeight(xp, w, batch)
 
 
 class RecurrentWeight:
@@ -118,3 +128,22 @@ class RecurrentWeight:
             self.xp.copyto(out, scratch.T)
         else:
             self.xp.matmul(d, self.w, out=out)
+
+
+class ElementwiseWeight:
+    """A recurrent weight that is a vector u (H,) acting elementwise, ``u * h_{t-1}`` (IndRNN): the same
+    interface as :class:`RecurrentWeight`, no GEMM. ``h_wt(h, scratch)`` = h * u; ``product(out, d, scratch)``:
+    out = d * u."""
+
+    def __init__(self, xp, w):
+        self.xp = xp
+        self.w = self.w_t = xp.ascontiguousarray(w)
+
+    def scratch(self, rows: int, backward=False):
+        return self.xp.empty((rows, self.w.shape[0]), dtype=self.w.dtype)
+
+    def h_wt(self, h, scratch):
+        return self.xp.multiply(h, self.w, out=scratch)
+
+    def product(self, out, d, scratch):
+        self.xp.multiply(d, self.w, out=out)

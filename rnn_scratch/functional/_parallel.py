@@ -94,7 +94,7 @@ class RowBlocks:
     """The batch-row blocks of one kernel call, and how its big GEMMs are shared out.
 
     ``rows``: contiguous slices of the batch, one per thread; ``parts``: their count. :meth:`map`
-    runs a function on every block (:func:`for_each_block`); :meth:`split` cuts another axis (the
+    runs a function on every block, in threads; :meth:`split` cuts another axis (the
     T*B rows of an all-steps GEMM) into as many parts.
     """
 
@@ -106,8 +106,18 @@ class RowBlocks:
         return len(self.rows)
 
     def map(self, fn) -> list:
-        """``[fn(rows) for rows in self.rows]``, in parallel when there are several."""
-        return for_each_block(fn, self.rows)
+        """``[fn(rows) for rows in self.rows]``: the first block on this thread, the others on the worker pool
+        (called directly, so a time loop runs one frame below its kernel call). Returns when all have finished;
+        an exception in any block is raised here."""
+        if len(self.rows) == 1:
+            return [fn(self.rows[0])]
+        futures = [_worker_pool(len(self.rows) - 1).submit(fn, rows) for rows in self.rows[1:]]
+        try:
+            first = fn(self.rows[0])
+        finally:
+            for future in futures:
+                future.exception()  # wait for every block, even when one failed
+        return [first, *(future.result() for future in futures)]
 
     def split(self, count: int) -> list[slice]:
         """``range(count)`` in ``parts`` contiguous slices, for a GEMM shared over the same threads."""
@@ -115,7 +125,7 @@ class RowBlocks:
 
     def map_split(self, fn, count: int) -> list:
         """``fn`` on each of :meth:`split` (count)'s slices, in parallel."""
-        return for_each_block(fn, self.split(count))
+        return RowBlocks(self.split(count)).map(fn)
 
 
 def one_block(count: int) -> RowBlocks:
@@ -185,18 +195,13 @@ def for_each_block(fn, blocks) -> list:
 
     Returns when all have finished; an exception in any block is raised here.
     """
-    if len(blocks) == 1:
-        return [fn(blocks[0])]
+    return RowBlocks(list(blocks)).map(fn)
+
+
+def _worker_pool(workers: int) -> ThreadPoolExecutor:
     global _pool, _pool_size
     with _lock:
-        if _pool_size < len(blocks) - 1:
-            _pool = ThreadPoolExecutor(max_workers=len(blocks) - 1, thread_name_prefix="rnn_scratch")
-            _pool_size = len(blocks) - 1
-        pool = _pool
-    futures = [pool.submit(fn, block) for block in blocks[1:]]
-    try:
-        first = fn(blocks[0])
-    finally:
-        for future in futures:
-            future.exception()  # wait for every block, even when one failed
-    return [first, *(future.result() for future in futures)]
+        if _pool_size < workers:
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rnn_scratch")
+            _pool_size = workers
+        return _pool

@@ -36,30 +36,18 @@ Fast path details (same mathematics):
   (``backward_time_chunks``), in a few passes over the whole run, and is then left with a handful of
   multiplies and the GEMM per step: for short, narrow problems (tiny row: 20 steps, B=1) this
   turns ~17 ufunc calls per step into ~6;
-- batch rows are independent, so both time loops run on row blocks in parallel (``_parallel``).
+- the time-loop driver runs :class:`LSTMFast` (batch-row blocks on threads, the GEMMs, padding); the same step
+  as CUDA is ``kernels/lstm.cu``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..backend import array_module, fused_enabled, launch
-from ._common import (
-    Cell,
-    SequenceCache,
-    backward_setup,
-    backward_time_chunks,
-    forward_setup,
-    rejoin_padded,
-    span,
-    split_padded,
-    unpack,
-)
-from ._cuda import fused_loop, ints, run_time_loop
-from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_
-from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
-from ._parallel import batch_blocks
+from ..backend import array_module
+from ._common import unpack
+from ._gates import sigmoid, sigmoid_from_negated_
+from .cell import TORCH_PARAMS, Cell, FastPath, Kernel, Prepared, TorchModule, kernel_file
 
 
 class LSTMStepCache(NamedTuple):
@@ -125,234 +113,74 @@ def _gate_blocks(gates, H):
     return gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H : 3 * H], gates[..., 3 * H :]
 
 
-_LSTM_CUDA = r"""
-// The LSTM step, fused: the NumPy loops of lstm_forward / lstm_backward, one thread per (row b, unit j).
-// Gate rows in the fast path's order (o, i, f, g); the sigmoid rows hold -a (weights pre-scaled by -1).
-extern "C" __global__ void lstm_forward_step(
-    real* gates, const real* a_hh,            // (B, 4H): -a (o, i, f), a (g) of x and of h_{t-1}; out o, i, f, g
-    const real* c_prev, const real* h_prev,   // (B, H)
-    real* c_new, real* h_new, real* tanh_c,   // (B, H)
-    const bool* valid, int has_mask, int B, int H)
-{
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= B * H) return;
-    int b = k / H, j = k % H;
-    real* gates_t = gates + (size_t)b * 4 * H;
-    const real* a_hh_t = a_hh + (size_t)b * 4 * H;
-    real o = 1 / (1 + exp(gates_t[j] + a_hh_t[j]));             // sigma(a) = 1 / (1 + exp(-a))
-    real i = 1 / (1 + exp(gates_t[H + j] + a_hh_t[H + j]));
-    real f = 1 / (1 + exp(gates_t[2 * H + j] + a_hh_t[2 * H + j]));
-    real g = tanh(gates_t[3 * H + j] + a_hh_t[3 * H + j]);
-    real c = f * c_prev[k] + i * g;                               // c_t = f * c_{t-1} + i * g
-    real tc = tanh(c);
-    gates_t[j] = o; gates_t[H + j] = i; gates_t[2 * H + j] = f; gates_t[3 * H + j] = g;
-    tanh_c[k] = tc;
-    bool keep = !has_mask || valid[b];                            // padded steps carry the state through
-    c_new[k] = keep ? c : c_prev[k];
-    h_new[k] = keep ? o * tc : h_prev[k];                         // h_t = o * tanh(c_t)
-}
+class LSTMFast(FastPath):
+    """The fast path's step on one block of rows (module docstring): gate rows (o, i, f, g), the sigmoid rows of
+    the forward weights negated; gates keeps o, i, f, g and the buffer tanh_c keeps tanh(c_t) for the backward,
+    whose loop multiplies the bracketed factors (:meth:`factors`) by dh and dc."""
 
-extern "C" __global__ void lstm_backward_step(
-    const real* gates, const real* tanh_c, const real* c_prev, // (B, 4H) o, i, f, g; (B, H); (B, H)
-    const real* dout_t,                                         // (B, H) or a dummy (has_dout = 0)
-    real* dh_carry, const real* dh_gemm,                        // dh = dh_carry + dh_gemm (+ dout); carry out
-    real* dc,                                                   // in dL/dc_t, out dL/dc_{t-1}
-    real* dgates,                                               // (B, 4H) out: da_o, da_i, da_f, da_g
-    const bool* valid, int has_mask, int has_dout, int B, int H)
-{
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= B * H) return;
-    int b = k / H, j = k % H;
-    const real* gates_t = gates + (size_t)b * 4 * H;
-    real* da = dgates + (size_t)b * 4 * H;
-    real dh = dh_carry[k] + dh_gemm[k] + (has_dout ? dout_t[k] : 0);
-    if (has_mask && !valid[b]) {                                // padded: gradients pass straight through
-        da[j] = 0; da[H + j] = 0; da[2 * H + j] = 0; da[3 * H + j] = 0;
-        dh_carry[k] = dh;
-        return;
-    }
-    real o = gates_t[j], i = gates_t[H + j], f = gates_t[2 * H + j], g = gates_t[3 * H + j], tc = tanh_c[k];
-    real dc_t = dc[k] + dh * o * (1 - tc * tc);                  // dc += dh * o (1 - tanh(c)^2)
-    da[j] = dh * tc * o * (1 - o);                              // da_o
-    da[H + j] = dc_t * g * i * (1 - i);                         // da_i
-    da[2 * H + j] = dc_t * c_prev[k] * f * (1 - f);             // da_f
-    da[3 * H + j] = dc_t * i * (1 - g * g);                     // da_g
-    dc[k] = dc_t * f;                                           // dc_{t-1} = dc * f
-    dh_carry[k] = 0;                                            // dh_{t-1} = da W_hh: the next GEMM
-}
-"""
+    order = ("o", "i", "f", "g")
+    buffers = {"tanh_c": 1}
+    backward_buffers = {"dc_factor": 1}  # o (1 - tanh(c_t)^2)
+    kernel = Kernel(kernel_file(__file__, "lstm.cu"), "lstm_forward_step", "lstm_backward_step")
 
+    def forward_weights(self, xp, params, H):
+        w_ih, w_hh, b_ih, b_hh = unpack(params)
+        perm, _ = _gate_permutation(xp, H)
+        scale = xp.full((4 * H, 1), -1.0, dtype=w_ih.dtype)  # sigmoid rows: exp(-a)
+        scale[3 * H :] = 1.0  # g rows: tanh(a)
+        bias = None if b_ih is None else (b_ih + b_hh)[perm] * scale[:, 0]
+        return Prepared(w_ih[perm] * scale, w_hh[perm] * scale, bias)
 
-@dataclass(frozen=True, eq=False)
-class LSTMCache(SequenceCache):
-    """What the whole-sequence backward needs: :class:`SequenceCache`'s fields, and c (T+1, B, H): the cell
-    states, placed like h; gates (T, B, 4H): the activated gates in row order (o, i, f, g); tanh_c
-    (T, B, H): tanh(c_t)."""
+    def backward_weights(self, xp, params, H):
+        w_ih, w_hh, b_ih, _ = unpack(params)
+        perm, inv = _gate_permutation(xp, H)
+        return Prepared(w_ih[perm], w_hh[perm], b_ih, extra=inv)
 
-    c: object = None
-    gates: object = None
-    tanh_c: object = None
+    def forward_step(self, xp, p, a, t, a_hh):
+        gates, c_prev, h_new, c_new, tanh_c = a.gates[t], a.c_prev[t], a.h_new[t], a.c_new[t], a.tanh_c[t]
+        H = c_new.shape[1]
+        gates += a_hh  # -a (sigmoid rows o, i, f), a (g rows)
+        o, i, f, g = _gate_blocks(gates, H)
+        sigmoid_from_negated_(xp, gates[:, : 3 * H])
+        xp.tanh(g, out=g)
+        xp.multiply(f, c_prev, out=c_new)  # c_t = f * c_{t-1} + i * g
+        xp.multiply(i, g, out=tanh_c)  # (i * g, until tanh_c is written)
+        c_new += tanh_c
+        xp.tanh(c_new, out=tanh_c)
+        xp.multiply(o, tanh_c, out=h_new)  # h_t = o * tanh(c_t)
 
-    @property
-    def c_prev(self):
-        """The cell state before each step, in time order (T, B, H)."""
-        return self.c[self.slots.before]
-
-
-def lstm_forward(x, state, params, *, reverse=False, mask=None):
-    """Whole sequence, fast path. x (T, B, I), state = (h0, c0) each (B, H), mask None or bool (T, B, 1).
-
-    Returns (out (T, B, H), (h_n, c_n), :class:`LSTMCache`).
-    """
-    xp, x, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h, c) = forward_setup(x, state, params, reverse, mask)
-    perm, _ = _gate_permutation(xp, H)
-    scale = xp.full((4 * H, 1), -1.0, dtype=x.dtype)  # sigmoid rows: exp(-a)
-    scale[3 * H :] = 1.0  # g rows: tanh(a)
-    w_ih_s = w_ih[perm] * scale
-    bias_s = None if b_ih is None else (b_ih + b_hh)[perm] * scale[:, 0]
-    tanh_c = xp.empty((T, B, H), dtype=x.dtype)
-
-    def recur(rows):
-        """The time loop for the batch rows ``rows`` (rows evolve independently), in place."""
-        gates_rows, h_rows, c_rows, tanh_c_rows = gates[:, rows], h[:, rows], c[:, rows], tanh_c[:, rows]
-        skip = None if mask is None else ~mask[:, rows]
-        w_hh_s = RecurrentWeight(xp, w_hh[perm] * scale, gates_rows.shape[1])
-        scratch = w_hh_s.scratch(gates_rows.shape[1])
-        i_times_g = xp.empty((gates_rows.shape[1], H), dtype=x.dtype)
-        with quiet_overflow(xp):
-            for t in slots.order:
-                before, after = slots.slot_before(t), slots.slot_after(t)
-                h_prev, c_prev, h_new, c_new = h_rows[before], c_rows[before], h_rows[after], c_rows[after]
-                gates_t, tanh_c_t = gates_rows[t], tanh_c_rows[t]
-                gates_t += w_hh_s.h_wt(h_prev, scratch)  # -a (sigmoid rows o, i, f), a (g rows)
-                o, i, f, g = _gate_blocks(gates_t, H)
-                sigmoid_from_negated_(xp, gates_t[:, : 3 * H])
-                xp.tanh(g, out=g)
-                xp.multiply(f, c_prev, out=c_new)  # c_t = f * c_{t-1} + i * g
-                xp.multiply(i, g, out=i_times_g)
-                c_new += i_times_g
-                xp.tanh(c_new, out=tanh_c_t)
-                xp.multiply(o, tanh_c_t, out=h_new)  # h_t = o * tanh(c_t)
-                if skip is not None:  # padded steps carry the state through unchanged
-                    xp.copyto(h_new, h_prev, where=skip[t])
-                    xp.copyto(c_new, c_prev, where=skip[t])
-
-    def recur_fused():
-        """The same time loop on the GPU: per step one GEMM and one fused kernel (lstm_forward_step)."""
-        loop = fused_loop(xp, _LSTM_CUDA, "lstm_forward_step", w_hh[perm] * scale, mask, T, B, x.dtype)
-
-        def issue():
-            for t in slots.order:
-                before, after = slots.slot_before(t), slots.slot_after(t)
-                a_hh = loop.w.h_wt(h[before], loop.scratch)  # W_hh h_{t-1}, scaled rows
-                launch(loop.step, B * H, (gates[t], a_hh, c[before], h[before], c[after], h[after], tanh_c[t],
-                                          loop.valid[t], loop.has_mask, *ints(B, H)))
-
-        return run_time_loop("lstm_forward", (gates, h, c, tanh_c, loop.scratch, loop.w.w_t), issue)
-
-    if fused_enabled(xp):
-        gates = input_projection(x, w_ih_s, bias_s)
-        recur_fused()
-    else:
-        with batch_blocks(xp, B, 4 * H) as blocks:  # batch-row blocks run in parallel (see _parallel)
-            gates = input_projection(x, w_ih_s, bias_s, blocks)  # overwritten by the gates (o, i, f, g)
-            blocks.map(recur)
-    if mask is None:
-        out = h[slots.after]
-    else:  # output o * tanh(c) at valid steps, zero at padded ones
-        out = xp.where(mask, gates[:, :, :H] * tanh_c, 0)
-    final = slots.final
-    cache = LSTMCache(x=x, h=h, params=params, slots=slots, mask=mask, c=c, gates=gates, tanh_c=tanh_c)
-    return out, (h[final], c[final]), cache
-
-
-def lstm_backward(dout, dstate_n, cache: LSTMCache):
-    """Whole sequence backward (BPTT). dout (T, B, H) or None; dstate_n = (dh_n, dc_n) or None, parts
-    (B, H) or None.
-
-    Returns (dx (T, B, I), (dh0, dc0), dparams).
-    """
-    xp, (T, B, _, H), (w_ih, w_hh, b_ih, _), dout, (dh, dc) = backward_setup(cache, dout, dstate_n, 2)
-    mask, slots, gates, tanh_c = cache.mask, cache.slots, cache.gates, cache.tanh_c
-    perm, inv = _gate_permutation(xp, H)
-    c_prev_all = cache.c_prev
-    dgates = xp.empty((T, B, 4 * H), dtype=cache.x.dtype)  # (o, i, f, g); first the factors, then da
-    dc_factor = xp.empty((T, B, H), dtype=cache.x.dtype)  # o (1 - tanh(c)^2)
-
-    def factors(steps, rows):
-        """The bracketed factors (module docstring) of ``steps`` x ``rows``, a few passes over the block."""
-        gates_run, dgates_run = gates[steps, rows], dgates[steps, rows]
-        tanh_c_run, dc_factor_run = tanh_c[steps, rows], dc_factor[steps, rows]
-        o, i, _, g = _gate_blocks(gates_run, H)
-        factor_o, factor_i, factor_f, factor_g = _gate_blocks(dgates_run, H)
-        sigmoids, sigmoid_factors = gates_run[..., : 3 * H], dgates_run[..., : 3 * H]
+    def factors(self, xp, p, a, steps):
+        """The bracketed factors (module docstring) of a run of steps, in a few passes over the run."""
+        gates, tanh_c, dgates, dc_factor = a.gates[steps], a.tanh_c[steps], a.dgates[steps], a.dc_factor[steps]
+        H = tanh_c.shape[-1]
+        o, i, _, g = _gate_blocks(gates, H)
+        factor_o, factor_i, factor_f, factor_g = _gate_blocks(dgates, H)
+        sigmoids, sigmoid_factors = gates[..., : 3 * H], dgates[..., : 3 * H]
         xp.subtract(1, sigmoids, out=sigmoid_factors)
         sigmoid_factors *= sigmoids  # s(1-s) for o, i, f
-        factor_o *= tanh_c_run  # tanh(c) o(1-o)
+        factor_o *= tanh_c  # tanh(c) o(1-o)
         factor_i *= g  # g i(1-i)
-        factor_f *= c_prev_all[steps, rows]  # c_{t-1} f(1-f)
+        factor_f *= a.c_prev[steps]  # c_{t-1} f(1-f)
         xp.multiply(g, g, out=factor_g)
         xp.subtract(1, factor_g, out=factor_g)
         factor_g *= i  # i (1-g^2)
-        xp.multiply(tanh_c_run, tanh_c_run, out=dc_factor_run)
-        xp.subtract(1, dc_factor_run, out=dc_factor_run)
-        dc_factor_run *= o  # o (1 - tanh(c)^2)
+        xp.multiply(tanh_c, tanh_c, out=dc_factor)
+        xp.subtract(1, dc_factor, out=dc_factor)
+        dc_factor *= o  # o (1 - tanh(c)^2)
 
-    def recur(rows):
-        """BPTT for the batch rows ``rows``: da into dgates[:, rows]; dh, dc end as dL/dh_0, dL/dc_0 there."""
-        dgates_rows, dc_factor_rows, gates_rows = dgates[:, rows], dc_factor[:, rows], gates[:, rows]
-        dout_rows = None if dout is None else dout[:, rows]
-        valid = None if mask is None else mask[:, rows]
-        dh_rows, dc_rows = dh[rows], dc[rows]
-        b = dh_rows.shape[0]
-        dh_times_factor, dh_carried, dc_carried = (xp.empty((b, H), dtype=dh.dtype) for _ in range(3))
-        w_hh_p = RecurrentWeight(xp, w_hh[perm], b)
-        scratch = w_hh_p.scratch(b, backward=True)
-        for steps in backward_time_chunks(slots, b * 5 * H):
-            factors(span(steps), rows)
-            for t in steps:
-                if dout_rows is not None:
-                    dh_rows += dout_rows[t]
-                if valid is not None:  # padded steps: gradients pass straight through to step t-1
-                    split_padded(xp, dh_rows, valid[t], dh_carried)
-                    split_padded(xp, dc_rows, valid[t], dc_carried)
-                da = dgates_rows[t]
-                xp.multiply(dh_rows, dc_factor_rows[t], out=dh_times_factor)
-                dc_rows += dh_times_factor  # dc += dh * o (1 - tanh(c)^2)
-                da[:, :H] *= dh_rows  # da_o
-                da.reshape(b, 4, H)[:, 1:] *= dc_rows[:, None, :]  # da_i, da_f, da_g
-                dc_rows *= gates_rows[t][:, 2 * H : 3 * H]  # dc_{t-1} = dc * f
-                w_hh_p.product(dh_rows, da, scratch)  # dh_{t-1} = da W_hh
-                if valid is not None:
-                    rejoin_padded(dh_rows, dh_carried)
-                    rejoin_padded(dc_rows, dc_carried)
+    def backward_step(self, xp, p, a, t):
+        dh, dc, da, dc_factor = a.dh, a.dc, a.dgates[t], a.dc_factor[t]
+        b, H = dh.shape
+        dc_factor *= dh
+        dc += dc_factor  # dc += dh * o (1 - tanh(c)^2)
+        da[:, :H] *= dh  # da_o
+        da.reshape(b, 4, H)[:, 1:] *= dc[:, None, :]  # da_i, da_f, da_g
+        dc *= a.gates[t][:, 2 * H : 3 * H]  # dc_{t-1} = dc * f
 
-    def recur_fused():
-        """The same BPTT on the GPU: per step one fused kernel (lstm_backward_step) and one GEMM."""
-        loop = fused_loop(xp, _LSTM_CUDA, "lstm_backward_step", w_hh[perm], mask, T, B, dh.dtype, dh, dout)
-
-        def issue():
-            for t in slots.backward_order:
-                launch(loop.step, B * H, (gates[t], tanh_c[t], c_prev_all[t], loop.douts[t], dh, loop.dh_gemm, dc,
-                                          dgates[t], loop.valid[t], loop.has_mask, loop.has_dout, *ints(B, H)))
-                loop.w.product(loop.dh_gemm, dgates[t], loop.scratch)  # dh_{t-1} = da W_hh
-
-        run_time_loop("lstm_backward", (gates, tanh_c, dgates, dh, loop.dh_gemm, dc, loop.w.w), issue)
-        xp.add(dh, loop.dh_gemm, out=dh)  # dL/dh_0
-
-    if fused_enabled(xp):
-        recur_fused()
-        grads = weight_gradients(dgates, cache.x, cache.h_prev, has_bias=b_ih is not None)
-        dx = input_gradient(dgates, w_ih[perm])
-    else:
-        with batch_blocks(xp, B, 4 * H) as blocks:
-            blocks.map(recur)
-            grads = weight_gradients(dgates, cache.x, cache.h_prev, has_bias=b_ih is not None, blocks=blocks)
-            dx = input_gradient(dgates, w_ih[perm], blocks)
-    grads = {name: grad[inv] for name, grad in grads.items()}  # rows back to (i, f, g, o)
-    return dx, (dh, dc), grads
+    def param_grads(self, xp, p, grads, run):
+        return {name: grad[p.extra] for name, grad in grads.items()}  # rows back to (i, f, g, o)
 
 
 # cache: h, c, the 4 gates, tanh c; backward: the 4 gate gradients, dc_factor
-LSTM_CELL = Cell("lstm", 4, ("h", "c"), lstm_step_forward, lstm_step_backward, lstm_forward, lstm_backward,
-                 memory=(7, 5))
+LSTM_CELL = Cell("lstm", ("h", "c"), ("i", "f", "g", "o"), TORCH_PARAMS, lstm_step_forward, lstm_step_backward,
+                 fast=LSTMFast(), memory=(7, 5), reference=TorchModule("LSTM"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 from ..backend import array_module
 from ._common import TimeSlots
@@ -37,8 +38,9 @@ def segments(T: int, every: int, reverse: bool):
 
 @dataclass(frozen=True, eq=False)
 class CheckpointedCache:
-    """What the checkpointed backward needs: the cell, x (T, B, I), params, the mask, the direction, and
-    the checkpoints: (segment slice, state tuple at the segment's start), in visiting order."""
+    """What the checkpointed backward needs: the cell, x (T, B, I), params, the mask, the direction, the
+    checkpoints: (segment slice, state tuple at the segment's start), in visiting order; and the forward and
+    backward that run a segment again and differentiate it."""
 
     cell: object
     x: object
@@ -46,50 +48,64 @@ class CheckpointedCache:
     mask: object
     reverse: bool
     checkpoints: list
+    forward: object = None
+    backward: object = None
 
     @property
     def slots(self):
         return TimeSlots(self.x.shape[0], self.reverse)
 
 
-def checkpointed_forward(cell, x, state, params, *, reverse=False, mask=None, every=None):
-    """The cell's fast forward, segment by segment, keeping only each segment's starting state.
+def checkpointed_forward(cell, x, state, params, *, reverse=False, mask=None, every=None, forward, backward):
+    """``forward`` segment by segment, keeping only each segment's starting state.
 
     ``cell``: a :class:`~rnn_scratch.functional.Cell`; ``every``: the segment length k (default
-    :func:`default_every`). Returns (out (T, B, H), final state tuple, :class:`CheckpointedCache`).
+    :func:`default_every`); ``forward(cell, x, state, params, reverse=, mask=)`` and ``backward(cell, dout,
+    dstate_n, cache[, on_step=])``: a full-BPTT pair (the fast path's, or the reference loop's).
+    Returns (out (T, B, H), final state tuple, :class:`CheckpointedCache`).
     """
     xp = array_module(x)
     T, B, _ = x.shape
     every = default_every(T) if every is None else int(every)
     if every < 1:
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {every!r}")
-    H = params["weight_hh"].shape[1]
-    out = xp.empty((T, B, H), dtype=x.dtype)
-    checkpoints = []
     state = tuple(state)
+    out = xp.empty((T, B, state[0].shape[-1]), dtype=x.dtype)
+    checkpoints = []
     for seg in segments(T, every, reverse):
         checkpoints.append((seg, state))
-        out[seg], state, _ = cell.forward(x[seg], state, params, reverse=reverse,
-                                          mask=None if mask is None else mask[seg])
+        out[seg], state, _ = forward(cell, x[seg], state, params, reverse=reverse,
+                                     mask=None if mask is None else mask[seg])
         state = tuple(s.copy() for s in state)  # a view would keep the whole segment's state buffer alive
-    return out, state, CheckpointedCache(cell, x, params, mask, reverse, checkpoints)
+    return out, state, CheckpointedCache(cell, x, params, mask, reverse, checkpoints, forward, backward)
 
 
-def checkpointed_backward(dout, dstate_n, cache: CheckpointedCache):
+def checkpointed_backward(dout, dstate_n, cache: CheckpointedCache, on_step=None):
     """BPTT over the segments, last visited first, each recomputed from its checkpoint just before.
 
-    Returns (dx (T, B, I), initial-state gradient tuple, dparams), as the cell's full backward.
+    ``on_step(t, dh_t, dparams_t)``: passed on to the backward (the reference loop's), with t counted over the
+    whole sequence. Returns (dx (T, B, I), initial-state gradient tuple, dparams), as the full backward.
     """
     xp = array_module(cache.x)
     dx = xp.empty(cache.x.shape, dtype=cache.x.dtype)
     dstate, grads = dstate_n, None
     for seg, state in reversed(cache.checkpoints):
         mask = None if cache.mask is None else cache.mask[seg]
-        _, _, seg_cache = cache.cell.forward(cache.x[seg], state, cache.params, reverse=cache.reverse, mask=mask)
-        dx[seg], dstate, g = cache.cell.backward(None if dout is None else dout[seg], dstate, seg_cache)
+        _, _, seg_cache = cache.forward(cache.cell, cache.x[seg], state, cache.params, reverse=cache.reverse,
+                                        mask=mask)
+        seg_dout = None if dout is None else dout[seg]
+        if on_step is None:
+            dx[seg], dstate, g = cache.backward(cache.cell, seg_dout, dstate, seg_cache)
+        else:
+            shifted = partial(_shifted, on_step, seg.start)
+            dx[seg], dstate, g = cache.backward(cache.cell, seg_dout, dstate, seg_cache, on_step=shifted)
         if grads is None:
             grads = g
         else:
             for name, value in g.items():
                 grads[name] += value
     return dx, dstate, grads
+
+
+def _shifted(on_step, start, t, *args):
+    on_step(start + t, *args)

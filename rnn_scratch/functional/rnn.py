@@ -15,20 +15,18 @@ Backward, one step. Given g_t = dL/dh_t (from the output at t *and* from step t+
     dW_ih    += da_t^T x_t,   dW_hh += da_t^T h_{t-1},   db_ih += sum_b da_t,  db_hh += sum_b da_t
 
 Unrolling the recursion gives the BPTT sum dL/dW_hh = sum_t da_t^T h_{t-1}: the fast path
-collects every da_t and does that sum as one GEMM after the time loop.
+(:class:`RNNFast`, run by the time-loop driver) collects every da_t and does that sum as one GEMM after
+the time loop; its CUDA kernel is ``kernels/rnn.cu``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
-from ..backend import array_module, fused_enabled, launch
-from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
-from ._cuda import fused_loop, ints, run_time_loop
-from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
-from ._parallel import batch_blocks
+from ..backend import array_module
+from ._common import unpack
+from .cell import TORCH_PARAMS, Cell, FastPath, Kernel, Prepared, TorchModule, kernel_file
 
 NONLINEARITIES = ("tanh", "relu")
 
@@ -86,161 +84,50 @@ def rnn_step_backward(dstate, cache: RNNStepCache):
     return da @ w_ih, (da @ w_hh,), dparams
 
 
-@dataclass(frozen=True, eq=False)
-class RNNCache(SequenceCache):
-    """What the whole-sequence backward needs: :class:`SequenceCache`'s fields, and h_cell (T, B, H):
-    phi(a_t) at every step (h_t at valid steps), and phi's name."""
+class RNNFast(FastPath):
+    """The fast path's step: the driver's projection ``W_ih x_t + b`` (in ``gates``, one row block (B, H)) plus
+    its product ``W_hh h_{t-1}``, then phi in place; gates keeps h_t = phi(a_t) for the backward."""
 
-    h_cell: object = None
-    nonlinearity: str = "tanh"
+    order = ("a",)
+    kernel = Kernel(kernel_file(__file__, "rnn.cu"), "rnn_forward_step", "rnn_backward_step")
 
+    def __init__(self, nonlinearity):
+        self.nonlinearity = nonlinearity
 
-_RNN_CUDA = r"""
-// The RNN step, fused: the NumPy loops of rnn_forward / rnn_backward, one thread per (row b, unit j).
-extern "C" __global__ void rnn_forward_step(
-    real* h_cell, const real* a_hh,           // (B, H): in W_ih x_t + b, W_hh h_{t-1}; h_cell out phi(a_t)
-    const real* h_prev, real* h_new,          // (B, H)
-    const bool* valid, int has_mask, int relu, int B, int H)
-{
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= B * H) return;
-    int b = k / H;
-    real a = h_cell[k] + a_hh[k];                                // a_t = W_ih x_t + b + W_hh h_{t-1}
-    real h = relu ? (a > 0 ? a : 0) : tanh(a);                   // h_t = phi(a_t)
-    h_cell[k] = h;
-    h_new[k] = (!has_mask || valid[b]) ? h : h_prev[k];          // padded steps carry the state through
-}
+    def forward_weights(self, xp, params, H):
+        w_ih, w_hh, b_ih, b_hh = unpack(params)
+        return Prepared(w_ih, w_hh, None if b_ih is None else b_ih + b_hh, flags=(self.nonlinearity == "relu",))
 
-extern "C" __global__ void rnn_backward_step(
-    const real* h_cell, const real* dout_t,   // (B, H); dout or a dummy (has_dout = 0)
-    real* dh_carry, const real* dh_gemm,      // dh = dh_carry + dh_gemm (+ dout); carry out
-    real* da,                                 // (B, H) out
-    const bool* valid, int has_mask, int has_dout, int relu, int B, int H)
-{
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= B * H) return;
-    int b = k / H;
-    real dh = dh_carry[k] + dh_gemm[k] + (has_dout ? dout_t[k] : 0);
-    if (has_mask && !valid[b]) {                                // padded: the gradient passes straight through
-        da[k] = 0;
-        dh_carry[k] = dh;
-        return;
-    }
-    real h = h_cell[k];
-    da[k] = dh * (relu ? (real)(h > 0) : 1 - h * h);            // da_t = dh * phi'(a_t)
-    dh_carry[k] = 0;                                            // dh_{t-1} = da_t W_hh: the next GEMM
-}
-"""
+    def forward_step(self, xp, p, a, t, a_hh):
+        gates = a.gates[t]
+        gates += a_hh  # a_t = W_ih x_t + b + W_hh h_{t-1}
+        _activate(xp, gates, self.nonlinearity, out=gates)  # h_t = phi(a_t)
+        xp.copyto(a.h_new[t], gates)
+
+    def backward_step(self, xp, p, a, t):
+        dh, h, da = a.dh, a.gates[t], a.dgates[t]
+        if self.nonlinearity == "tanh":  # da_t = dh * (1 - h_t^2)
+            xp.multiply(h, h, out=da)
+            xp.subtract(1, da, out=da)
+            da *= dh
+        else:  # da_t = dh * [h_t > 0]
+            xp.multiply(dh, h > 0, out=da)
+
+    def param_grads(self, xp, p, grads, run):
+        return grads  # weight_ih, weight_hh (and bias_ih, bias_hh): the driver's sums are torch's gradients
 
 
-def rnn_forward(x, state, params, nonlinearity="tanh", *, reverse=False, mask=None):
-    """Whole sequence, fast path. x (T, B, I), state = (h0,) with h0 (B, H), mask None or bool (T, B, 1).
-
-    The input projection of all steps is one GEMM; each step adds one GEMM (W_hh h_{t-1}) in place,
-    then phi in place. Returns (out (T, B, H), (h_n,), :class:`RNNCache`).
-    """
-    xp, x, (T, B, _, H), (w_ih, w_hh, b_ih, b_hh), slots, (h,) = forward_setup(x, state, params, reverse, mask)
-
-    def recur(rows):
-        """The time loop for the batch rows ``rows`` (rows evolve independently), in place."""
-        h_cell_rows, h_rows = h_cell[:, rows], h[:, rows]
-        skip = None if mask is None else ~mask[:, rows]
-        w = RecurrentWeight(xp, w_hh, h_rows.shape[1])
-        scratch = w.scratch(h_rows.shape[1])
-        for t in slots.order:
-            h_prev, h_new, h_cell_t = h_rows[slots.slot_before(t)], h_rows[slots.slot_after(t)], h_cell_rows[t]
-            h_cell_t += w.h_wt(h_prev, scratch)  # a_t = W_ih x_t + b + W_hh h_{t-1}
-            _activate(xp, h_cell_t, nonlinearity, out=h_cell_t)  # h_t = phi(a_t)
-            xp.copyto(h_new, h_cell_t)
-            if skip is not None:  # padded steps carry the state through unchanged
-                xp.copyto(h_new, h_prev, where=skip[t])
-
-    def recur_fused():
-        """The same time loop on the GPU: per step one GEMM and one fused kernel (rnn_forward_step)."""
-        loop = fused_loop(xp, _RNN_CUDA, "rnn_forward_step", w_hh, mask, T, B, x.dtype)
-
-        def issue():
-            for t in slots.order:
-                before, after = slots.slot_before(t), slots.slot_after(t)
-                a_hh = loop.w.h_wt(h[before], loop.scratch)  # W_hh h_{t-1}
-                launch(loop.step, B * H, (h_cell[t], a_hh, h[before], h[after], loop.valid[t], loop.has_mask,
-                                          *ints(nonlinearity == "relu", B, H)))
-
-        return run_time_loop("rnn_forward", (h_cell, h, loop.scratch, loop.w.w_t), issue)
-
-    bias = None if b_ih is None else b_ih + b_hh
-    if fused_enabled(xp):
-        h_cell = input_projection(x, w_ih, bias)
-        recur_fused()
-    else:
-        with batch_blocks(xp, B, H) as blocks:  # batch-row blocks run in parallel (see _parallel)
-            h_cell = input_projection(x, w_ih, bias, blocks)  # becomes phi(a_t)
-            blocks.map(recur)
-    out = h[slots.after] if mask is None else xp.where(mask, h_cell, 0)
-    cache = RNNCache(x=x, h=h, params=params, slots=slots, mask=mask, h_cell=h_cell, nonlinearity=nonlinearity)
-    return out, (h[slots.final],), cache
+def rnn_preactivation(x, state, params):
+    """a = W_ih x + b_ih + W_hh h_{t-1} + b_hh, for x (..., I) and h_{t-1} (..., H): where relu has its kink."""
+    w_ih, w_hh, b_ih, b_hh = unpack(params)
+    a = x @ w_ih.T + state[0] @ w_hh.T
+    return a if b_ih is None else a + b_ih + b_hh
 
 
-def rnn_backward(dout, dstate_n, cache: RNNCache):
-    """Whole sequence backward (BPTT). dout (T, B, H) or None; dstate_n = (dh_n,) or None, dh_n (B, H).
-
-    Returns (dx (T, B, I), (dh0,), dparams).
-    """
-    xp, (T, B, _, H), (w_ih, w_hh, b_ih, _), dout, (dh,) = backward_setup(cache, dout, dstate_n, 1)
-    mask, slots = cache.mask, cache.slots
-    da = xp.empty((T, B, H), dtype=cache.x.dtype)
-
-    def recur(rows):
-        """BPTT for the batch rows ``rows``: da_t into da[:, rows]; dh ends as dL/dh_0 there."""
-        da_rows, h_cell_rows, dh_rows = da[:, rows], cache.h_cell[:, rows], dh[rows]
-        dout_rows = None if dout is None else dout[:, rows]
-        valid = None if mask is None else mask[:, rows]
-        dh_carried = xp.empty_like(dh_rows)
-        w = RecurrentWeight(xp, w_hh, dh_rows.shape[0])
-        scratch = w.scratch(dh_rows.shape[0], backward=True)
-        for t in slots.backward_order:
-            if dout_rows is not None:
-                dh_rows += dout_rows[t]
-            if valid is not None:
-                split_padded(xp, dh_rows, valid[t], dh_carried)
-            da_t, h_t = da_rows[t], h_cell_rows[t]
-            if cache.nonlinearity == "tanh":  # da_t = dh * (1 - h_t^2)
-                xp.multiply(h_t, h_t, out=da_t)
-                xp.subtract(1, da_t, out=da_t)
-                da_t *= dh_rows
-            else:  # da_t = dh * [h_t > 0]
-                xp.multiply(dh_rows, h_t > 0, out=da_t)
-            w.product(dh_rows, da_t, scratch)  # dh_{t-1} = da_t W_hh
-            if valid is not None:
-                rejoin_padded(dh_rows, dh_carried)
-
-    def recur_fused():
-        """The same BPTT on the GPU: per step one fused kernel (rnn_backward_step) and one GEMM."""
-        loop = fused_loop(xp, _RNN_CUDA, "rnn_backward_step", w_hh, mask, T, B, dh.dtype, dh, dout)
-
-        def issue():
-            for t in slots.backward_order:
-                launch(loop.step, B * H, (cache.h_cell[t], loop.douts[t], dh, loop.dh_gemm, da[t], loop.valid[t],
-                                          loop.has_mask, loop.has_dout, *ints(cache.nonlinearity == "relu", B, H)))
-                loop.w.product(loop.dh_gemm, da[t], loop.scratch)  # da_t W_hh
-
-        run_time_loop("rnn_backward", (cache.h_cell, da, dh, loop.dh_gemm, loop.w.w), issue)
-        xp.add(dh, loop.dh_gemm, out=dh)  # dL/dh_0
-
-    if fused_enabled(xp):
-        recur_fused()
-        grads = weight_gradients(da, cache.x, cache.h_prev, has_bias=b_ih is not None)
-        dx = input_gradient(da, w_ih)
-    else:
-        with batch_blocks(xp, B, H) as blocks:
-            blocks.map(recur)
-            grads = weight_gradients(da, cache.x, cache.h_prev, has_bias=b_ih is not None, blocks=blocks)
-            dx = input_gradient(da, w_ih, blocks)
-    return dx, (dh,), grads
-
-
-# cache: h, h_cell; backward: da
-RNN_TANH_CELL = Cell("rnn_tanh", 1, ("h",), partial(rnn_step_forward, nonlinearity="tanh"), rnn_step_backward,
-                     partial(rnn_forward, nonlinearity="tanh"), rnn_backward, memory=(2, 1))
-RNN_RELU_CELL = Cell("rnn_relu", 1, ("h",), partial(rnn_step_forward, nonlinearity="relu"), rnn_step_backward,
-                     partial(rnn_forward, nonlinearity="relu"), rnn_backward, memory=(2, 1))
+# cache: h, phi(a) (the gates); backward: da
+RNN_TANH_CELL = Cell("rnn_tanh", ("h",), ("a",), TORCH_PARAMS, partial(rnn_step_forward, nonlinearity="tanh"),
+                     rnn_step_backward, fast=RNNFast("tanh"), memory=(2, 1),
+                     reference=TorchModule("RNN", {"nonlinearity": "tanh"}), aliases=("rnn",))
+RNN_RELU_CELL = Cell("rnn_relu", ("h",), ("a",), TORCH_PARAMS, partial(rnn_step_forward, nonlinearity="relu"),
+                     rnn_step_backward, fast=RNNFast("relu"), memory=(2, 1),
+                     reference=TorchModule("RNN", {"nonlinearity": "relu"}), nonsmooth_at=rnn_preactivation)

@@ -22,15 +22,19 @@ class SequenceCase(NamedTuple):
 
 
 def random_sequence_case(seed, cell, T, B, I, H, *, bias=True, padded=False, scale=1.0):
-    """Weights of standard deviation ``scale`` (biases 1), standard-normal x, states and gradients; lengths drawn
-    in 1..T when ``padded``."""
+    """Weights of standard deviation ``scale`` (biases 1; parameters the cell initialises to a constant c, such as
+    LayerNorm gains, c plus that), standard-normal x, states and gradients; lengths drawn in 1..T when
+    ``padded``. A bias left out (``bias=False``) is None."""
     rng = np.random.default_rng(seed)
     c = get_cell(cell)
-    G = c.num_gates
-    params = {"weight_ih": scale * rng.standard_normal((G * H, I)),
-              "weight_hh": scale * rng.standard_normal((G * H, H))}
-    params["bias_ih"] = rng.standard_normal(G * H) if bias else None
-    params["bias_hh"] = rng.standard_normal(G * H) if bias else None
+    params = {}
+    for p, shape in zip(c.params, c.param_shapes(I, H).values()):
+        if p.bias and not bias:
+            params[p.name] = None
+        elif p.bias:
+            params[p.name] = rng.standard_normal(shape)
+        else:
+            params[p.name] = (p.init == "ones") + scale * rng.standard_normal(shape)
     x = rng.standard_normal((T, B, I))
     state = tuple(rng.standard_normal((B, H)) for _ in range(c.num_states))
     mask = None

@@ -1,228 +1,29 @@
-"""Stateful layers on top of the functional core: ``RNN``, ``LSTM``, ``GRU``, ``Linear``, ``Embedding``.
-
-Each layer owns its parameters (``params``) and gradients (``grads``, same keys and shapes),
-remembers what its last forward call needs for the backward, and has a ``backward`` that returns
-the gradients with respect to that call's inputs while *accumulating* parameter gradients
-(``zero_grad`` clears them), as torch's ``.grad`` does.
-
-What a forward remembers is a copy: changing the input or the weights in place between forward
-and backward does not change the gradients of the forward that ran. It is kept per Python thread,
-so a layer shared by threads gives each thread the backward of its own forward (the accumulated
-``grads`` are shared, added under a lock); a backward without a forward on the same thread is an
-error.
-"""
+"""The recurrent layers: ``RNNBase`` (argument checks and the torch-shaped boundary, for any registered cell) and
+torch's ``RNN``, ``LSTM``, ``GRU``; :func:`make_layer` builds the layer for a cell name."""
 
 from __future__ import annotations
 
 import inspect
-import math
-import threading
 
 import numpy as np
 
-from . import backend as be
-from .functional import (
-    PARAM_NAMES,
-    CheckpointedCache,
-    canonical_cell_name,
-    checkpointed_backward,
-    checkpointed_forward,
-    default_every,
-    get_cell,
-    param_name,
-)
-from .validation import as_float_dtype, check_array, check_lengths, check_positive_int, check_probability
-
-_GRAD_LOCK = threading.Lock()  # gradients are accumulated under it (a layer may be used from several threads)
-
-
-def _constructor_config(cls, args, kwargs):
-    """{argument name: value} of a constructor call, **kwargs flattened, for rebuilding the object."""
-    try:
-        bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
-    except TypeError:  # the constructor itself will raise the user-facing error
-        return None
-    config = {}
-    for name, value in list(bound.arguments.items())[1:]:
-        kind = inspect.signature(cls.__init__).parameters[name].kind
-        if kind is inspect.Parameter.VAR_KEYWORD:
-            config.update(value)
-        elif kind is inspect.Parameter.VAR_POSITIONAL:
-            return None  # cannot be named
-        else:
-            config[name] = value
-    return config
-
-
-class Module:
-    """Parameters, gradients, children, train/eval, state_dict; the base of every layer and model.
-
-    ``config``: the arguments the module was constructed with (what a checkpoint stores to rebuild it).
-    """
-
-    def __new__(cls, *args, **kwargs):
-        self = super().__new__(cls)
-        self.config = _constructor_config(cls, args, kwargs)
-        return self
-
-    def __init__(self, *, dtype="float32", backend=None):
-        self.dtype = as_float_dtype(dtype)
-        self.backend = be.resolve_backend(backend)
-        self.xp = be.get_xp(self.backend)
-        self.params: dict = {}
-        self.grads: dict = {}
-        self.children: dict = {}
-        self.training = True
-        self._per_thread: dict = {}  # thread id -> what the last forward on that thread saved for backward
-
-    # -- what a forward saves for its backward (per thread) --------------------------------------
-    def _save_for_backward(self, **values):
-        """Remember ``values`` for the backward of this forward, on this thread."""
-        alive = {t.ident for t in threading.enumerate()}
-        for ident in [i for i in self._per_thread if i not in alive]:  # threads that ended
-            self._per_thread.pop(ident, None)
-        self._per_thread[threading.get_ident()] = values
-
-    def _saved(self):
-        """What the last forward on this thread saved; ValueError when there was none."""
-        saved = self._per_thread.get(threading.get_ident())
-        if saved is None:
-            raise ValueError(f"{type(self).__name__}.backward() called before forward(): there is no cached "
-                             "forward pass to differentiate (on this thread)")
-        return saved
-
-    def _accumulate(self, name, grad):
-        with _GRAD_LOCK:
-            self.grads[name] += grad
-
-    # -- parameters ----------------------------------------------------------------------
-    def add_param(self, name, value):
-        """Register a parameter (host array) under ``name``; its gradient starts at zero."""
-        self.params[name] = be.to_backend(np.asarray(value, dtype=self.dtype), self.backend)
-        self.grads[name] = self.xp.zeros_like(self.params[name])
-
-    def add_child(self, name, module):
-        self.children[name] = module
-        return module
-
-    def named_parameters(self, prefix=""):
-        """Yield (name, parameter, gradient) for this module and its children, torch-style dotted names."""
-        for name, value in self.params.items():
-            yield prefix + name, value, self.grads[name]
-        for cname, child in self.children.items():
-            yield from child.named_parameters(f"{prefix}{cname}.")
-
-    def parameters(self):
-        """List of (name, parameter, gradient) triples, what the optimisers take."""
-        return list(self.named_parameters())
-
-    def num_parameters(self):
-        return sum(int(p.size) for _, p, _ in self.named_parameters())
-
-    def zero_grad(self):
-        for _, _, grad in self.named_parameters():
-            grad[...] = 0
-
-    def train(self, mode=True):
-        self.training = bool(mode)
-        for child in self.children.values():
-            child.train(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
-
-    def state_dict(self):
-        """{name: copy of the parameter} on the module's backend, names as torch would give them."""
-        return {name: value.copy() for name, value, _ in self.named_parameters()}
-
-    def grad_dict(self):
-        """{name: gradient} (the live arrays), same keys as state_dict()."""
-        return {name: grad for name, _, grad in self.named_parameters()}
-
-    def check_state_dict(self, state_dict, strict=True):
-        """Check a state_dict against this module without changing anything.
-
-        Returns ({name: host array to write}, missing keys, unexpected keys). With ``strict`` any missing
-        or unexpected key is a ValueError; without it only the matching keys are returned. Every value
-        given for a known key must have the right shape and a numeric dtype.
-        """
-        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
-            raise TypeError(f"state_dict must be a mapping of parameter names to arrays, got "
-                            f"{type(state_dict).__name__}")
-        own = {name: value for name, value, _ in self.named_parameters()}
-        missing = sorted(set(own) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
-        if strict and (missing or unexpected):
-            raise ValueError(f"state_dict keys do not match: missing {missing}, unexpected {unexpected}")
-        converted = {}
-        for name, target in own.items():
-            if name not in state_dict:
-                continue
-            value = _host_array(state_dict[name], f"state_dict[{name!r}]")
-            if value.shape != tuple(target.shape):
-                raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, expected {tuple(target.shape)}")
-            if value.dtype.kind not in "fiu":
-                raise TypeError(f"state_dict[{name!r}] must be numeric, got dtype {value.dtype}")
-            converted[name] = value
-        return converted, missing, unexpected
-
-    def load_state_dict(self, state_dict, strict=True):
-        """Copy values in place. Accepts NumPy or CuPy arrays or torch tensors (bfloat16/float16 tensors
-        through float32); checks every key and shape before writing anything.
-
-        ``strict=False`` loads the keys that match and ignores the rest, as torch. Returns
-        ``(missing_keys, unexpected_keys)``.
-        """
-        converted, missing, unexpected = self.check_state_dict(state_dict, strict)
-        own = {name: value for name, value, _ in self.named_parameters()}
-        for name, value in converted.items():  # only write once everything checked out
-            own[name][...] = be.to_backend(value.astype(self.dtype), self.backend)
-        return IncompatibleKeys(missing, unexpected)
-
-    def _check_input(self, x, name="x"):
-        return check_array(x, name, backend=self.backend, dtype=self.dtype)
-
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
-
-
-class IncompatibleKeys(tuple):
-    """(missing_keys, unexpected_keys), as torch's ``load_state_dict`` returns them."""
-
-    def __new__(cls, missing_keys, unexpected_keys):
-        return super().__new__(cls, (missing_keys, unexpected_keys))
-
-    @property
-    def missing_keys(self):
-        return self[0]
-
-    @property
-    def unexpected_keys(self):
-        return self[1]
-
-
-def _host_array(value, name):
-    """A NumPy array from a NumPy/CuPy array or a torch tensor (half and bfloat16 tensors through float32)."""
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu()
-        if str(value.dtype) in ("torch.bfloat16", "torch.float16"):
-            value = value.float()
-        return value.numpy()
-    if isinstance(value, np.ndarray) or be.is_cupy_array(value):
-        return be.to_numpy(value)
-    if isinstance(value, (int, float, list, tuple)):
-        return np.asarray(value)
-    raise TypeError(f"{name} must be an array or a torch tensor, got {type(value).__name__}")
+from .. import backend as be
+from ..functional import TorchModule, default_every, get_cell, param_name, stack_backward, stack_forward
+from ..validation import check_array, check_lengths, check_positive_int, check_probability
+from .module import Module
 
 
 class RNNBase(Module):
     """Multi-layer, optionally bidirectional recurrent layer; ``mode`` picks the cell.
 
-    Parameters follow torch: for layer k and direction suffix s ('' or '_reverse')
-    ``weight_ih_l{k}{s}`` (G*H, in_k), ``weight_hh_l{k}{s}`` (G*H, H), ``bias_ih_l{k}{s}``,
-    ``bias_hh_l{k}{s}`` (G*H,), with G = 1 (RNN), 4 (LSTM, gates i f g o), 3 (GRU, gates r z n),
-    in_0 = input_size and in_k = H * num_directions above. All start U(-1/sqrt(H), 1/sqrt(H)).
+    ``mode`` is any registered cell name (``functional.CELLS``); RNN, LSTM and GRU are the torch-shaped subclasses
+    for torch's cells, and ``RNNBase(mode, ...)`` itself serves every other cell.
+
+    Parameters are the cell's (``Cell.params``), named as torch names them: for layer k and direction suffix s
+    ('' or '_reverse') ``<name>_l{k}{s}``; for torch's cells ``weight_ih_l{k}{s}`` (G*H, in_k),
+    ``weight_hh_l{k}{s}`` (G*H, H), ``bias_ih_l{k}{s}``, ``bias_hh_l{k}{s}`` (G*H,), with G = 1 (RNN), 4 (LSTM,
+    gates i f g o), 3 (GRU, gates r z n), in_0 = input_size and in_k = H * num_directions above, all starting
+    U(-1/sqrt(H), 1/sqrt(H)). The layers x directions loop is :mod:`rnn_scratch.functional.stack`'s.
 
     ``memory="full"`` keeps every step's activations for BPTT (about 12 T B H numbers for an LSTM layer);
     ``memory="checkpoint"`` keeps the state every ``checkpoint_every`` steps (default about sqrt(T)) and
@@ -260,20 +61,18 @@ class RNNBase(Module):
         self.check_finite = bool(check_finite)
         self._rng = be.default_rng(seed)
         H, G = self.hidden_size, self.cell.num_gates
-        bound = 1.0 / math.sqrt(H)
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else H * self.num_directions
             for direction in range(self.num_directions):
-                shapes = {"weight_ih": (G * H, in_size), "weight_hh": (G * H, H)}
-                if self.bias:
-                    shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
-                for kind, shape in shapes.items():
-                    self.add_param(param_name(kind, layer, direction == 1), self._rng.uniform(-bound, bound, shape))
+                for p in self.cell.params:
+                    if self.bias or not p.bias:
+                        self.add_param(param_name(p.name, layer, direction == 1), p.initial(self._rng, in_size, H, G))
         self.last_dropout_masks = None
 
-    def _layer_params(self, layer, direction):
-        """{kind: parameter or None} of one layer and direction, the functional core's ``params``."""
-        return {kind: self.params.get(param_name(kind, layer, direction == 1)) for kind in PARAM_NAMES}
+    def cell_params(self, layer, direction):
+        """{the cell's parameter name: this layer's array, or None for a bias left out} of one layer and direction:
+        the functional core's ``params``."""
+        return {p.name: self.params.get(param_name(p.name, layer, direction == 1)) for p in self.cell.params}
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
@@ -287,7 +86,8 @@ class RNNBase(Module):
         return s + f", dtype={self.dtype}, backend={self.backend!r}"
 
     def __repr__(self):
-        return f"{type(self).__name__}({self.extra_repr()})"
+        mode = f"{self.mode!r}, " if type(self) is RNNBase else ""
+        return f"{type(self).__name__}({mode}{self.extra_repr()})"
 
     # -- the state: a tuple inside, torch's form outside -----------------------------------------
     def to_states(self, state, gradient=False):
@@ -359,7 +159,7 @@ class RNNBase(Module):
         """A copy of every (layer, direction)'s params: the backward differentiates the forward that ran,
         whatever happens to the live weights in between (torch raises there; copying costs one pass over
         the weights per forward)."""
-        return [[{k: None if v is None else v.copy() for k, v in self._layer_params(layer, d).items()}
+        return [[{k: None if v is None else v.copy() for k, v in self.cell_params(layer, d).items()}
                  for d in range(self.num_directions)] for layer in range(self.num_layers)]
 
     def bptt_bytes(self, seq_len, batch, memory=None):
@@ -419,40 +219,14 @@ class RNNBase(Module):
             lengths = check_lengths(lengths, batch=B, seq_len=T)
             mask = be.to_backend((np.arange(T)[:, None] < lengths[None, :])[:, :, None], self.backend)
         masks = self._dropout_masks(T, B, dropout_masks)
-        params = self._snapshot_params()
-        D = self.num_directions
-        caches, finals = [], [[None] * (self.num_layers * D) for _ in states]
-        layer_in = xt
-        for layer in range(self.num_layers):
-            if layer > 0 and masks is not None:
-                layer_in = layer_in * masks[layer - 1]
-            outs, layer_caches = [], []
-            for d in range(D):
-                idx = layer * D + d
-                state = tuple(s[idx] for s in states)
-                if self.memory == "checkpoint":
-                    out, final, cache = checkpointed_forward(self.cell, layer_in, state, params[layer][d],
-                                                             reverse=d == 1, mask=mask, every=self.checkpoint_every)
-                else:
-                    out, final, cache = self.cell.forward(layer_in, state, params[layer][d], reverse=d == 1,
-                                                          mask=mask)
-                outs.append(out)
-                layer_caches.append(cache)
-                for k, f in enumerate(final):
-                    finals[k][idx] = f
-            if D == 2:
-                layer_in = self.xp.concatenate(outs, axis=2)
-            elif layer == self.num_layers - 1 and self.memory == "full":  # the returned output must not alias
-                layer_in = outs[0].copy()  # the cache (a checkpointed forward's output is its own array)
-            else:  # inner layers' outputs never leave
-                layer_in = outs[0]
-            caches.append(layer_caches)
+        every = None if self.memory == "full" else self.checkpoint_every or default_every(T)
+        out, finals, caches = stack_forward(self.cell, xt, states, self._snapshot_params(), mask=mask,
+                                            dropout_masks=masks, checkpoint_every=every)
         self._save_for_backward(caches=caches, masks=masks, shape=(T, B), unbatched=unbatched)
         self.last_dropout_masks = masks
-        finals = tuple(self.xp.stack(f) for f in finals)
         if unbatched:
-            return layer_in[:, 0], tuple(f[:, 0] for f in finals)
-        output = self.xp.ascontiguousarray(layer_in.transpose(1, 0, 2)) if self.batch_first else layer_in
+            return out[:, 0], tuple(f[:, 0] for f in finals)
+        output = self.xp.ascontiguousarray(out.transpose(1, 0, 2)) if self.batch_first else out
         return output, finals
 
     def _dropout_masks(self, T, B, given):
@@ -496,34 +270,15 @@ class RNNBase(Module):
                 if self.batch_first:
                     dout = self.xp.ascontiguousarray(dout.transpose(1, 0, 2))
         dstates = self._checked_states(dstates, tuple(f"d{s}_n" for s in self.cell.state_names), B, unbatched)
-        d_init = [[None] * (self.num_layers * D) for _ in dstates]
-        masks = saved["masks"]
-        dcur = dout
-        grads = {}
-        for layer in reversed(range(self.num_layers)):
-            dx_sum = None
-            for d in range(D):
-                idx = layer * D + d
-                dout_d = None if dcur is None else dcur[:, :, d * H:(d + 1) * H]
-                dstate_n = None if all(s is None for s in dstates) else tuple(
-                    self.xp.zeros((B, H), dtype=self.dtype) if s is None else s[idx] for s in dstates)
-                cache = saved["caches"][layer][d]
-                backward = checkpointed_backward if isinstance(cache, CheckpointedCache) else self.cell.backward
-                dx, d0, dparams = backward(dout_d, dstate_n, cache)
-                for kind, g in dparams.items():
-                    grads[param_name(kind, layer, d == 1)] = g
-                for k, g in enumerate(d0):
-                    d_init[k][idx] = g
-                dx_sum = dx if dx_sum is None else dx_sum + dx
-            if layer > 0 and masks is not None:
-                dx_sum *= masks[layer - 1]
-            dcur = dx_sum
+        dx, d_init, by_layer = stack_backward(self.cell, dout, dstates, saved["caches"],
+                                              dropout_masks=saved["masks"])
+        grads = {param_name(kind, layer, d == 1): g for (layer, d), dparams in by_layer.items()
+                 for kind, g in dparams.items()}
         for name, g in grads.items():  # after the whole backward: a failure above adds nothing
             self._accumulate(name, g)
-        d_init = tuple(self.xp.stack(g) for g in d_init)
         if unbatched:
-            return dcur[:, 0], tuple(g[:, 0] for g in d_init)
-        dx = self.xp.ascontiguousarray(dcur.transpose(1, 0, 2)) if self.batch_first else dcur
+            return dx[:, 0], tuple(g[:, 0] for g in d_init)
+        dx = self.xp.ascontiguousarray(dx.transpose(1, 0, 2)) if self.batch_first else dx
         return dx, d_init
 
     def forward(self, x, h0=None, lengths=None, *, hx=None, dropout_masks=None):
@@ -597,7 +352,9 @@ class LSTM(RNNBase):
 
     def forward(self, x, state=None, lengths=None, *, hx=None, dropout_masks=None):
         """``out, (h_n, c_n) = lstm(x, (h0, c0))``; ``hx`` is torch's name for ``state``."""
-        return super().forward(x, _one_of("state", state, "hx", hx), lengths, dropout_masks=dropout_masks)
+        out, states = self.forward_states(x, self.to_states(_one_of("state", state, "hx", hx)), lengths,
+                                          dropout_masks=dropout_masks)
+        return out, self.from_states(states)
 
     def backward(self, dout, dstate=None):
         """``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n))``; any part may be None (zeros)."""
@@ -614,83 +371,18 @@ def _without_mode(init):
 LSTM.__init__.__signature__ = GRU.__init__.__signature__ = _without_mode(RNNBase.__init__)
 
 
+TORCH_SHAPED = {cls.__name__: cls for cls in (RNN, LSTM, GRU)}  # named as torch's classes
+
+
 def make_layer(cell, input_size, hidden_size, **kwargs):
-    """The layer for a cell name (``functional.CELL_CHOICES``: rnn_tanh (alias rnn), rnn_relu, lstm, gru)."""
-    name = canonical_cell_name(cell)
-    if name.startswith("rnn_"):
-        return RNN(input_size, hidden_size, nonlinearity=name[len("rnn_"):], **kwargs)
-    return {"lstm": LSTM, "gru": GRU}[name](input_size, hidden_size, **kwargs)
-
-
-class Linear(Module):
-    """``y = x W^T + b`` over the last axis (any leading axes), ``torch.nn.Linear``-shaped.
-
-    Backward: dx = dy W,  dW += dy^T x,  db += sum dy (over all leading axes).
-    """
-
-    def __init__(self, in_features, out_features, bias=True, dtype="float32", backend=None, seed=None):
-        super().__init__(dtype=dtype, backend=backend)
-        self.in_features = check_positive_int(in_features, "in_features")
-        self.out_features = check_positive_int(out_features, "out_features")
-        rng = be.default_rng(seed)
-        bound = 1.0 / math.sqrt(in_features)
-        self.add_param("weight", rng.uniform(-bound, bound, (out_features, in_features)))
-        if bias:
-            self.add_param("bias", rng.uniform(-bound, bound, (out_features,)))
-
-    def __repr__(self):
-        return f"Linear({self.in_features}, {self.out_features}, bias={'bias' in self.params})"
-
-    def forward(self, x):
-        self._check_input(x)
-        if x.ndim < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x must have shape (..., in_features={self.in_features}), got shape {tuple(x.shape)}")
-        weight = self.params["weight"].copy()  # copies: the caller may change x or the weights before backward
-        self._save_for_backward(x=x.copy(), weight=weight)
-        y = x @ weight.T
-        if "bias" in self.params:
-            y += self.params["bias"]
-        return y
-
-    def backward(self, dy):
-        saved = self._saved()
-        x = saved["x"]
-        check_array(dy, "dy", backend=self.backend, dtype=self.dtype, shape=(*x.shape[:-1], self.out_features))
-        dy2 = dy.reshape(-1, self.out_features)
-        self._accumulate("weight", dy2.T @ x.reshape(-1, self.in_features))
-        if "bias" in self.params:
-            self._accumulate("bias", dy2.sum(axis=0))
-        return dy @ saved["weight"]
-
-
-class Embedding(Module):
-    """Lookup table ``y = W[idx]``, ``torch.nn.Embedding``-shaped; W ~ N(0, 1).
-
-    Backward scatters: dW[idx] += dy (repeated indices add up).
-    """
-
-    def __init__(self, num_embeddings, embedding_dim, dtype="float32", backend=None, seed=None):
-        super().__init__(dtype=dtype, backend=backend)
-        self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
-        self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
-        self.add_param("weight", be.default_rng(seed).standard_normal((num_embeddings, embedding_dim)))
-
-    def __repr__(self):
-        return f"Embedding({self.num_embeddings}, {self.embedding_dim})"
-
-    def forward(self, idx):
-        check_array(idx, "idx", backend=self.backend)
-        if idx.dtype.kind not in "iu":
-            raise TypeError(f"idx must be an integer array, got dtype {idx.dtype}")
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
-            raise ValueError(f"idx values must lie in 0..{self.num_embeddings - 1}, "
-                             f"got {int(idx.min())}..{int(idx.max())}")
-        self._save_for_backward(idx=idx.copy())
-        return self.params["weight"][idx]
-
-    def backward(self, dy):
-        idx = self._saved()["idx"]
-        check_array(dy, "dy", backend=self.backend, dtype=self.dtype, shape=(*idx.shape, self.embedding_dim))
-        with _GRAD_LOCK:
-            self.xp.add.at(self.grads["weight"], idx.reshape(-1), dy.reshape(-1, self.embedding_dim))
-        return None
+    """The layer for a cell name or alias (``functional.cell_choices()``): the torch-shaped class named as the
+    cell's ``torch.nn`` class (RNN, LSTM, GRU; with that class's arguments, e.g. nonlinearity), else
+    ``RNNBase(cell, ...)``."""
+    c = get_cell(cell)
+    ref = c.reference
+    cls = TORCH_SHAPED.get(ref.name) if isinstance(ref, TorchModule) else None
+    if cls is not None:
+        layer = cls(input_size, hidden_size, **ref.kwargs, **kwargs)
+        if layer.cell is c:
+            return layer
+    return RNNBase(c.name, input_size, hidden_size, **kwargs)
