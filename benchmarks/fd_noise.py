@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, Phase, assume, given, seed, settings
 from hypothesis import strategies as st
 
 from rnn_scratch import gradcheck as gc
-from rnn_scratch.testing import CELLS, layer_configs, layer_inputs, values
+from rnn_scratch.functional import CELLS, get_cell
+from rnn_scratch.testing import layer_configs, layer_inputs, values
 
 
 def main():
@@ -40,11 +41,11 @@ def main():
         cell, layers, bi = data.draw(st.sampled_from(combos))
         cfg = data.draw(layer_configs(cells=cell, num_layers=layers, bidirectional=bi,
                                       input_size=st.integers(1, 3), hidden_size=st.integers(1, 3)))
-        elements = values("float64", 2.0, away_from_zero=0.05) if cell == "rnn_relu" else None
+        elements = values("float64", 2.0, away_from_zero=0.05) if get_cell(cell).nonsmooth_at else None
         inp = data.draw(layer_inputs(cfg, seq_len=st.integers(1, 4), batch=st.integers(1, 3), elements=elements))
         layer = cfg.build(dtype="float64", seed=1, check_finite=False)
         states = None if inp.states is None else layer.from_states(inp.states)
-        if cell == "rnn_relu":  # as the test: away from relu's kink
+        if get_cell(cell).nonsmooth_at:  # as the test: away from a kink (relu's)
             layer.forward_states(inp.x, inp.states, inp.lengths)
             assume(gc.min_abs_preactivation(layer) > 1e-4)
         report = gc.check_layer(layer, inp.x, states, inp.lengths)

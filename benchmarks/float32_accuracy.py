@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from rnn_scratch.testing import CELLS, LayerConfig, LayerInputs
+from rnn_scratch.functional import CELLS
+from rnn_scratch.testing import LayerConfig, LayerInputs
 from rnn_scratch.testing.torch_reference import absolute_reference, torch_reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -105,7 +106,7 @@ def main():
              f"90th percentile {np.percentile(ratios, 90):.3g}, worst {ratios.max():.3g}"]
     for cell in CELLS:
         r = np.array([x["e_ours"] / x["e_torch"] for x in rows if x["cell"] == cell and x["e_torch"] > 0])
-        lines.append(f"  {cell:<9} median {np.median(r):.3g}, worst {r.max():.3g}")
+        lines.append(f"  {cell:<15} median {np.median(r):.3g}, worst {r.max():.3g}")
     zero = [r for r in rows if r["e_torch"] == 0 and r["e_ours"] > 0]
     lines.append(f"tensors where torch is exact and we are not: {len(zero)}, our worst relative error there "
                  f"{max((r['e_ours'] for r in zero), default=0):.3g}")

@@ -22,7 +22,8 @@ import os
 import numpy as np
 
 from rnn_scratch.backend import peak_bytes
-from rnn_scratch.benchmark import interleaved_times, machine_info, spread
+from rnn_scratch.benchmark import default_cells, interleaved_times, machine_info, spread
+from rnn_scratch.functional import cell_choices
 from rnn_scratch.layers import make_layer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -107,7 +108,8 @@ def plot(rows, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[10, 100, 1000, 10_000, 100_000])
-    ap.add_argument("--cells", nargs="+", default=["lstm", "gru"])
+    ap.add_argument("--cells", nargs="+", choices=cell_choices(), default=None,
+                    help="default: every registered cell but the variants of one torch class")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--replot", action="store_true", help="only redraw the plot from the saved JSON")
     args = ap.parse_args()
@@ -118,7 +120,7 @@ def main():
     rows = []
     lines = [f"{'cell':<6}{'T':>8}  {'full s':>9}{'ckpt s':>9}{'ckpt/full':>10}  {'full MiB':>10}{'ckpt MiB':>10}"
              f"{'ratio':>8}  {'full BPTT MiB':>14}{'ckpt BPTT MiB':>14}{'ratio':>8}"]
-    for cell in args.cells:
+    for cell in args.cells or default_cells():
         for T in args.lengths:
             r = measure(cell, T)
             rows += list(r.values())

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from . import backend as be
-from .functional import canonical_cell_name, get_cell
+from .functional import TorchModule, cell_names, get_cell
 from .progress import progress
 
 GRID = {  # name: (T, B, I, H)
@@ -31,17 +31,35 @@ GRID = {  # name: (T, B, I, H)
     "xl": (50, 128, 512, 1024),
 }
 SWEEP_H = (64, 128, 256, 512, 1024, 2048)  # at T=100, B=64, I=H
-CELLS = ("rnn_tanh", "lstm", "gru")
+
+
+def default_cells():
+    """The cells timed by default: every registered cell but the variants of one torch class with other arguments
+    (rnn_relu times like rnn_tanh)."""
+    seen, cells = set(), []
+    for name in cell_names():
+        ref = get_cell(name).reference
+        key = ref.name if isinstance(ref, TorchModule) else name
+        if key not in seen:
+            seen.add(key)
+            cells.append(name)
+    return tuple(cells)
+
+
+def torch_cells():
+    """Of :func:`default_cells`, those torch has a class for (what a comparison with cuDNN can time)."""
+    return tuple(c for c in default_cells() if isinstance(get_cell(c).reference, TorchModule))
 
 
 def torch_layer(cell, input_size, hidden_size, **kwargs):
-    """The torch.nn module for one of our cell names (torch's mode names, lower case)."""
+    """The ``torch.nn`` module that computes a cell (its record's :class:`~rnn_scratch.functional.TorchModule`),
+    or None when torch has no such class."""
     import torch
 
-    name = canonical_cell_name(cell)
-    if name.startswith("rnn_"):
-        return torch.nn.RNN(input_size, hidden_size, nonlinearity=name[len("rnn_"):], **kwargs)
-    return {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[name](input_size, hidden_size, **kwargs)
+    ref = get_cell(cell).reference
+    if not isinstance(ref, TorchModule):
+        return None
+    return getattr(torch.nn, ref.name)(input_size, hidden_size, **ref.kwargs, **kwargs)
 
 
 def flops(cell, T, B, I, H, backward=False):
@@ -51,6 +69,7 @@ def flops(cell, T, B, I, H, backward=False):
 
 SETTLE_S = 0.2  # pause at each change of backend: lets the BLAS/OpenMP workers of the last one go idle
 BACKENDS = ("numpy", "cupy", "torch_cpu", "torch_cuda")
+OURS = ("numpy", "cupy")
 
 
 def spread(samples):
@@ -306,13 +325,16 @@ def _row_times(cell, T, B, I, H, timing):
 RATIOS = (("numpy", "torch_cpu"), ("cupy", "torch_cuda"), ("cupy", "numpy"), ("torch_cuda", "torch_cpu"))
 
 
-def run(sizes=None, cells=CELLS, backends=None, sweep_max=None, quick=False, dtype="float32", show_progress=True,
+def run(sizes=None, cells=None, backends=None, sweep_max=None, quick=False, dtype="float32", show_progress=True,
         repeat=None, seed=0, tf32=False, hidden_sizes=None):
     """Time every (cell, size, backend); returns the result dict that :func:`save` writes as JSON.
 
-    ``sweep_max``: largest H of the hidden-size sweep (T=100, B=64, I=H; 0: none; default 2048, quick 256).
-    ``tf32``: torch's TF32 switches for this run (CuPy's: the CUPY_TF32 environment variable); recorded.
+    ``cells``: default :func:`default_cells`; torch's backends time the cells torch has (the others' rows have
+    no torch columns). ``sweep_max``: largest H of the hidden-size sweep (T=100, B=64, I=H; 0: none; default
+    2048, quick 256). ``tf32``: torch's TF32 switches for this run (CuPy's: the CUPY_TF32 environment variable);
+    recorded.
     """
+    cells = default_cells() if cells is None else cells
     sizes = sizes or (["seed", "tiny", "mid"] if quick else list(GRID))
     backends = backends or available_backends()
     repeat, min_time, warmup = (repeat or 3, 0.05, 1) if quick else (repeat or 9, 0.5, 2)
@@ -326,9 +348,10 @@ def run(sizes=None, cells=CELLS, backends=None, sweep_max=None, quick=False, dty
     with progress(cases, desc="bench", disable=not show_progress) as bar:
         for cell, name, (T, B, I, H) in bar:
             row = {"cell": cell, "size": name, "T": T, "B": B, "I": I, "H": H, "dtype": dtype, "times": {}}
-            timed = time_cases(cell, T, B, I, H, backends, dtype, repeat=repeat, warmup=warmup, min_time=min_time,
+            here = [b for b in backends if b in OURS or isinstance(get_cell(cell).reference, TorchModule)]
+            timed = time_cases(cell, T, B, I, H, here, dtype, repeat=repeat, warmup=warmup, min_time=min_time,
                                seed=seed)
-            for backend in backends:
+            for backend in here:
                 row["times"][backend] = _row_times(cell, T, B, I, H, timed[backend])
             for ours, ref in RATIOS:
                 if ours in row["times"] and ref in row["times"]:
@@ -349,15 +372,16 @@ def run(sizes=None, cells=CELLS, backends=None, sweep_max=None, quick=False, dty
 def table(result):
     """Plain-text table: forward+backward ms per backend (forward in brackets) and our ratios."""
     backends = result["backends"]
-    head = f"{'cell':<9}{'size':<12}" + "".join(f"{b + ' ms':>16}" for b in backends)
+    w = max([len(r["cell"]) + 1 for r in result["rows"]] + [9])
+    head = f"{'cell':<{w}}{'size':<12}" + "".join(f"{b + ' ms':>16}" for b in backends)
     ratios = [f"ratio_{a}_over_{b}" for a, b in RATIOS if any(f"ratio_{a}_over_{b}" in r for r in result["rows"])]
     head += "".join(f"{k.replace('ratio_', '').replace('_over_', '/'):>20}" for k in ratios)
     lines = ["forward+backward (forward) median times", head, "-" * len(head)]
     for r in result["rows"]:
-        line = f"{r['cell']:<9}{r['size']:<12}"
+        line = f"{r['cell']:<{w}}{r['size']:<12}"
         for b in backends:
-            t = r["times"][b]
-            line += f"{t['forward_backward_s'] * 1e3:>8.2f} ({t['forward_s'] * 1e3:.1f})".rjust(16)
+            t = r["times"].get(b)
+            line += (f"{t['forward_backward_s'] * 1e3:>8.2f} ({t['forward_s'] * 1e3:.1f})" if t else "n/a").rjust(16)
         for k in ratios:
             v = r.get(k)
             line += (f"{v['forward_backward_s']:.2f} ({v['forward_s']:.2f})" if v else "-").rjust(20)
@@ -388,8 +412,10 @@ def plot(result, out_dir):
     for ax, cell in zip(axes[0], cells):
         rows = [r for r in sweep if r["cell"] == cell]
         for b in result["backends"]:
-            ax.loglog([r["H"] for r in rows], [r["times"][b]["forward_backward_s"] * 1e3 for r in rows], marker="o",
-                      label=b)
+            timed = [r for r in rows if b in r["times"]]
+            if timed:
+                ax.loglog([r["H"] for r in timed], [r["times"][b]["forward_backward_s"] * 1e3 for r in timed],
+                          marker="o", label=b)
         ax.set_title(f"{cell}: forward+backward, T=100 B=64 I=H", fontsize=9)
         ax.set_xlabel("hidden size H")
         ax.set_ylabel("ms")
@@ -402,7 +428,9 @@ def plot(result, out_dir):
         fig, ax = new_figure(figsize=(5.5, 3.6))
         for gpu, cpu in pairs:
             for cell in cells:
-                rows = [r for r in sweep if r["cell"] == cell]
+                rows = [r for r in sweep if r["cell"] == cell and gpu in r["times"] and cpu in r["times"]]
+                if not rows:
+                    continue
                 ax.semilogx([r["H"] for r in rows], [r["times"][cpu]["forward_backward_s"] /
                                                      r["times"][gpu]["forward_backward_s"] for r in rows],
                             marker="o", label=f"{cell}: {cpu} / {gpu}")

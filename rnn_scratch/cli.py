@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 
-from .functional.sequence import CELL_CHOICES
+from .functional import cell_choices, cell_names, get_cell
 
 COMMANDS = {}
 
@@ -83,7 +83,7 @@ def _writable_folder(path):
 
 
 def _layer_args(parser):
-    parser.add_argument("--cell", choices=CELL_CHOICES, default="lstm")
+    parser.add_argument("--cell", choices=cell_choices(), default="lstm")
     parser.add_argument("--input-size", type=int_at_least(1), default=3)
     parser.add_argument("--hidden", type=int_at_least(1), default=4)
     parser.add_argument("--layers", type=int_at_least(1), default=1)
@@ -116,13 +116,13 @@ def cmd_demo(args):
     rng = np.random.default_rng(args.seed)
     print("rnn_scratch demo: forward, hand-written BPTT, and central finite differences (float64)\n")
     ok = True
-    for cell, name in (("rnn_tanh", "RNN (tanh)"), ("lstm", "LSTM"), ("gru", "GRU")):
+    for cell in (c for c in cell_names() if get_cell(c).nonsmooth_at is None):  # smooth: differences are exact
         layer = make_layer(cell, 3, 4, num_layers=2, bidirectional=True, dtype="float64", backend=args.backend,
                            seed=args.seed)
         x = to_backend(rng.standard_normal((6, 2, 3)), layer.backend)
         out, _ = layer(x, lengths=np.array([6, 4]))
         dx, _ = layer.backward(layer.xp.ones_like(out))
-        print(f"== {name}: {layer!r}")
+        print(f"== {cell}: {layer!r}")
         print(f"   x {tuple(x.shape)} -> out {tuple(out.shape)}, dx {tuple(dx.shape)}, "
               f"{layer.num_parameters()} parameters, lengths [6, 4]")
         report = check_layer(layer, x, lengths=np.array([6, 4]), seed=args.seed)
@@ -169,7 +169,7 @@ def _sine_arguments(p):
 
     p.add_argument("--preset", choices=sorted(SINE_PRESETS), default="default",
                    help="seed: the reference tutorial exactly; default: trains to forecast MSE < 1e-3")
-    p.add_argument("--cell", choices=CELL_CHOICES, help="override the preset's cell")
+    p.add_argument("--cell", choices=cell_choices(), help="override the preset's cell")
     p.add_argument("--hidden", type=int_at_least(1), help="override the preset's hidden size")
     p.add_argument("--epochs", type=int_at_least(1), help="override the preset's epochs")
     p.add_argument("--lr", type=positive_float, help="override the preset's Adam learning rate")
@@ -234,7 +234,7 @@ cmd_sine.options = dict(dtype="float32")
 # -- char -------------------------------------------------------------------------------------------
 def _char_arguments(p):
     p.add_argument("--text", default=None, help="text file (default: the Shakespeare sonnets shipped in the package)")
-    p.add_argument("--cell", choices=CELL_CHOICES, default="lstm")
+    p.add_argument("--cell", choices=cell_choices(), default="lstm")
     p.add_argument("--hidden", type=int_at_least(1), default=128)
     p.add_argument("--seq-len", type=int_at_least(1), default=48)
     p.add_argument("--batch-size", type=int_at_least(1), default=32)
@@ -273,7 +273,8 @@ def _bench_arguments(p):
     p.add_argument("--quick", action="store_true", help="few sizes and repeats (CI)")
     p.add_argument("--sizes", nargs="+", choices=list(GRID),
                    help="grid rows (default all; quick: seed tiny mid)")
-    p.add_argument("--cells", nargs="+", choices=CELL_CHOICES, default=["rnn_tanh", "lstm", "gru"])
+    p.add_argument("--cells", nargs="+", choices=cell_choices(), default=None,
+                   help="default: every registered cell but the variants of one torch class (rnn_relu)")
     p.add_argument("--backends", nargs="+", choices=BACKENDS, help="default: all present")
     p.add_argument("--sweep-max", type=int_at_least(0), default=None,
                    help="largest H of the hidden-size sweep (0: no sweep; default 2048, quick 256)")
@@ -327,10 +328,12 @@ def cmd_gradflow(args):
     distance = ex.norms_vs_distance(radii=tuple(args.radii), steps=args.steps, seed=args.seed,
                                     show_progress=not args.no_progress)
     print(ex.horizon_table(distance))
-    heat = {cell: ex.heatmap_over_training(cell, epochs=args.epochs, seed=args.seed) for cell in ("rnn", "lstm", "gru")}
+    from .benchmark import default_cells
+
+    heat = {cell: ex.heatmap_over_training(cell, epochs=args.epochs, seed=args.seed) for cell in default_cells()}
     for cell, (rows, losses) in heat.items():
         k = min(49, rows.shape[1] - 1)
-        print(f"{cell:>5}: gradient ratio {k} steps back, first epoch {rows[0, k]:.1e}, last epoch {rows[-1, k]:.1e}; "
+        print(f"{cell:>14}: gradient ratio {k} steps back, first epoch {rows[0, k]:.1e}, last epoch {rows[-1, k]:.1e}; "
               f"loss {losses[0]:.2e} -> {losses[-1]:.2e}")
     clipping = ex.clipping_on_exploding_run(seed=args.seed, epochs=max(5, args.epochs))
     for label, (losses, norms) in clipping.items():
@@ -352,7 +355,7 @@ def _check_arguments(p):
                         "layer class or factory (layer convention)")
     p.add_argument("--convention", choices=["cs231n", "layer"], required=True,
                    help="cs231n: CS231n's function names and signatures; layer: a torch-shaped layer")
-    p.add_argument("--cell", choices=["rnn", "lstm", "rnn_tanh", "rnn_relu", "gru"], required=True,
+    p.add_argument("--cell", choices=cell_choices(), required=True,
                    help="cs231n: rnn or lstm; layer: rnn (tanh), rnn_relu, lstm or gru")
     p.add_argument("--max-examples", type=int_at_least(1), default=None,
                    help="cases searched per function (default 60)")

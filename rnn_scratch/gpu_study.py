@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend as be
-from .benchmark import spread, time_cases
+from .benchmark import spread, time_cases, torch_cells
 
 BATCHES = (1, 4, 16, 64, 256, 1024)
 HIDDENS = (32, 128, 512, 2048)
@@ -36,10 +36,12 @@ def gpu_reason():
     return None
 
 
-def crossover(cells=("rnn_tanh", "lstm", "gru"), backends=("numpy", "cupy", "torch_cuda"), batches=BATCHES,
+def crossover(cells=None, backends=("numpy", "cupy", "torch_cuda"), batches=BATCHES,
               hiddens=HIDDENS, T=STEPS, repeat=5, dtype="float32"):
     """Rows {cell, axis ("batch" or "hidden"), B, H, times {backend: spread}} and, per cell and axis, the
-    crossover: the smallest size from which each GPU backend beats NumPy."""
+    crossover: the smallest size from which each GPU backend beats NumPy. ``cells``: default the cells torch
+    has (:func:`~rnn_scratch.benchmark.torch_cells`)."""
+    cells = torch_cells() if cells is None else cells
     rows = []
     for cell in cells:
         for axis, sizes in (("batch", batches), ("hidden", hiddens)):
@@ -94,12 +96,14 @@ def launch_floor(repeat=2000):
     return {"device": spread(result["gpu_times"]), "host": spread(result["cpu_times"])}
 
 
-def fused_modes(cells=("rnn_tanh", "lstm", "gru"), T=100, B=64, I=256, H=512, repeat=20, dtype="float32"):
+def fused_modes(cells=None, T=100, B=64, I=256, H=512, repeat=20, dtype="float32"):
     """Per cell: forward and forward+backward per step for CuPy unfused, fused, fused + CUDA graph, and cuDNN;
-    with the graph mode's actual outcome ("replayed", or "plain: <why>") and the fused launch floor."""
-    from .functional import _cuda
+    with the graph mode's actual outcome ("replayed", or "plain: <why>") and the fused launch floor. ``cells``:
+    default the cells torch has that have a fused kernel."""
+    from .functional import _cuda, get_cell
     from .layers import make_layer
 
+    cells = [c for c in torch_cells() if get_cell(c).kernel is not None] if cells is None else cells
     floor = launch_floor()
     out = {"T": T, "B": B, "I": I, "H": H, "launch_floor": floor, "launches_per_step_fused": 2, "cells": {}}
     for cell in cells:

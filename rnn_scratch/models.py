@@ -1,7 +1,7 @@
 """The RNN types, each a :class:`~rnn_scratch.layers.Module` with ``forward`` and a hand-written ``backward``.
 
-All models take batch-first inputs. ``cell`` is a cell name (``functional.CELL_CHOICES``: ``"rnn_tanh"``,
-alias ``"rnn"``, ``"rnn_relu"``, ``"lstm"``, ``"gru"``). States are tuples, ``(h,)`` or ``(h, c)``, as
+All models take batch-first inputs. ``cell`` is a registered cell name or alias (``functional.cell_choices()``,
+e.g. ``"rnn_tanh"``, alias ``"rnn"``). States are tuples, ``(h,)`` or ``(h, c)``, as
 everywhere inside the package (the layers' ``forward_states`` / ``backward_states``).
 
 | model                      | shape of the mapping                       | backward path                          |
@@ -19,10 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import default_rng
-from .functional import CELL_CHOICES
 from .layers import Embedding, Linear, Module, make_layer
-
-CELL_NAMES = CELL_CHOICES
 
 
 def make_recurrent(cell, input_size, hidden_size, **kw):

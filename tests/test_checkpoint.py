@@ -43,7 +43,7 @@ def _fresh(hidden=4, opt_cls=Adam, seed=7):
 # -- metadata ---------------------------------------------------------------------------------------
 def test_any_metadata_save_accepts_load_gives_back(tmp_path):
     m, opt = _trained()
-    meta = dict(note=None, history=[0.5, 0.25], params={"lr": 1e-3, "cells": ["lstm", "gru"]}, epoch=np.int64(3),
+    meta = dict(note=None, history=[0.5, 0.25], params={"lr": 1e-3, "optimisers": ["adam", "sgd"]}, epoch=np.int64(3),
                 best=np.float32(0.125), flag=True, name="run-1", shape=(2, 3))
     path = save_checkpoint(tmp_path / "ck.npz", m, opt, **meta)
     got = load_checkpoint(path, m, opt)

@@ -8,16 +8,18 @@ import pytest
 
 import rnn_scratch as rs
 from rnn_scratch.backend import to_backend, to_numpy
+from rnn_scratch.functional import CELLS
 from rnn_scratch.gradcheck import relative_error
+from rnn_scratch.layers import make_layer
 
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("cls", [rs.RNN, rs.LSTM, rs.GRU])
+@pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
-def test_cupy_matches_numpy(cls, dtype, tol):
+def test_cupy_matches_numpy(cell, dtype, tol):
     kw = dict(num_layers=2, bidirectional=True, batch_first=True, dtype=dtype, seed=0)
-    cpu, gpu = cls(3, 5, backend="numpy", **kw), cls(3, 5, backend="cupy", **kw)
+    cpu, gpu = make_layer(cell, 3, 5, backend="numpy", **kw), make_layer(cell, 3, 5, backend="cupy", **kw)
     gpu.load_state_dict(cpu.state_dict())
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 7, 3)).astype(dtype)

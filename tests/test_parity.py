@@ -9,8 +9,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rnn_scratch.backend import to_backend, to_numpy
+from rnn_scratch.functional import CELLS, get_cell
 from rnn_scratch.gradcheck import check_layer, min_abs_preactivation, relative_error
-from rnn_scratch.testing import CELLS, LayerConfig, LayerInputs, examples, layer_configs, layer_inputs, values
+from rnn_scratch.testing import LayerConfig, LayerInputs, examples, layer_configs, layer_inputs, values
 from rnn_scratch.testing.torch_reference import absolute_reference
 
 from .torch_ref import DEVICE, torch_reference
@@ -24,7 +25,7 @@ FLOAT64_TOL = 1e-9  # relative to each tensor's scale, against torch in float64
 # own float32 error, plus F32_FLOOR_ULPS units in the last place of the tensor's scale.
 F32_MULTIPLE = 4
 F32_FLOOR_ULPS = 32
-FORWARD = ("out", "final0", "final1")
+FORWARD = ("out", *(f"final{k}" for k in range(max(c.num_states for c in CELLS.values()))))
 
 
 def _draw(data, combo, dtype, small=False):
@@ -32,8 +33,8 @@ def _draw(data, combo, dtype, small=False):
     cfg = data.draw(layer_configs(cells=cell, num_layers=layers, bidirectional=bi, batch_first=bf, bias=bias,
                                   input_size=st.integers(1, 3 if small else 5),
                                   hidden_size=st.integers(1, 3 if small else 6)))
-    # relu's finite differences need pre-activations away from the kink: inputs away from 0 (see below)
-    elements = values(dtype, 2.0, away_from_zero=0.05) if small and cell == "rnn_relu" else None
+    # a kink's (relu's) finite differences need its argument away from 0: inputs away from 0 (see below)
+    elements = values(dtype, 2.0, away_from_zero=0.05) if small and get_cell(cell).nonsmooth_at else None
     inp = data.draw(layer_inputs(cfg, seq_len=st.integers(1, 4 if small else 7), batch=st.integers(1, 3),
                                  with_state=with_state, with_lengths=with_lengths, dtype=dtype, elements=elements))
     return cfg, inp
@@ -163,7 +164,7 @@ def test_finite_differences(combo, data, backend):
     cfg, inp = _draw(data, combo, "float64", small=True)
     layer = cfg.build(dtype="float64", backend=backend, seed=1, check_finite=False)
     x, states = _on(backend, inp)
-    if cfg.cell == "rnn_relu":  # finite differences are meaningless across relu's kink at 0
+    if get_cell(cfg.cell).nonsmooth_at:  # finite differences are meaningless across a kink (relu's at 0)
         layer.forward_states(x, states, inp.lengths)
         assume(min_abs_preactivation(layer) > 1e-4)
     report = check_layer(layer, x, None if states is None else layer.from_states(states), inp.lengths, tol=1e-6)

@@ -10,7 +10,9 @@ import torch
 
 import rnn_scratch as rs
 from rnn_scratch import models, optim
+from rnn_scratch.functional import CELLS
 from rnn_scratch.gradcheck import relative_error
+from rnn_scratch.layers import make_layer
 
 
 def _grads_of(layer, x, dout, **kw):
@@ -21,10 +23,10 @@ def _grads_of(layer, x, dout, **kw):
 
 
 # -- 7: stale inputs ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [rs.RNN, rs.LSTM, rs.GRU])
+@pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_changing_the_input_between_forward_and_backward_changes_nothing(cls, batch_first):
-    layer = cls(3, 4, num_layers=2, batch_first=batch_first, dtype="float64", seed=0)
+def test_changing_the_input_between_forward_and_backward_changes_nothing(cell, batch_first):
+    layer = make_layer(cell, 3, 4, num_layers=2, batch_first=batch_first, dtype="float64", seed=0)
     x = np.random.default_rng(0).standard_normal((5, 2, 3))
     dout = np.random.default_rng(1).standard_normal((5, 2, 4))
     expected = _grads_of(layer, x, dout)
@@ -37,9 +39,9 @@ def test_changing_the_input_between_forward_and_backward_changes_nothing(cls, ba
         assert np.array_equal(v, expected[k]), k
 
 
-@pytest.mark.parametrize("cls", [rs.RNN, rs.LSTM, rs.GRU])
-def test_changing_the_weights_between_forward_and_backward_changes_nothing(cls):
-    layer = cls(3, 4, bidirectional=True, dtype="float64", seed=0)
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_changing_the_weights_between_forward_and_backward_changes_nothing(cell):
+    layer = make_layer(cell, 3, 4, bidirectional=True, dtype="float64", seed=0)
     x = np.random.default_rng(0).standard_normal((5, 2, 3))
     dout = np.random.default_rng(1).standard_normal((5, 2, 8))
     expected = _grads_of(layer, x, dout)
@@ -73,9 +75,9 @@ def test_linear_and_embedding_keep_their_own_copies():
 
 
 # -- 8: NaN only in padded steps ------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [rs.RNN, rs.LSTM, rs.GRU])
-def test_nan_in_padding_does_not_reach_gradients(cls):
-    layer = cls(2, 3, num_layers=2, bidirectional=True, dtype="float64", seed=0, check_finite=False)
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_nan_in_padding_does_not_reach_gradients(cell):
+    layer = make_layer(cell, 2, 3, num_layers=2, bidirectional=True, dtype="float64", seed=0, check_finite=False)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 3, 2))
     lengths = np.array([6, 2, 4])

@@ -5,13 +5,15 @@ import pytest
 import torch
 
 import rnn_scratch as rs
+from rnn_scratch.functional import CELLS
 from rnn_scratch.gradcheck import relative_error
 from rnn_scratch.layers import make_layer
+from rnn_scratch.testing import LayerConfig
 
-from .torch_ref import TORCH_CLS
+from .torch_ref import torch_module
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_unbatched_input_matches_torch(cell, bidirectional, batch_first):
@@ -19,7 +21,7 @@ def test_unbatched_input_matches_torch(cell, bidirectional, batch_first):
     rng = np.random.default_rng(0)
     kw = dict(num_layers=2, bidirectional=bidirectional, batch_first=batch_first)
     ours = make_layer(cell, 3, 4, dtype="float64", seed=0, **kw)
-    theirs = TORCH_CLS[cell](3, 4, **kw, **({"nonlinearity": cell[4:]} if cell.startswith("rnn") else {})).double()
+    theirs = torch_module(LayerConfig(cell, 3, 4, **kw))
     theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
     D = 2 if bidirectional else 1
     x = rng.standard_normal((5, 3))
@@ -27,8 +29,8 @@ def test_unbatched_input_matches_torch(cell, bidirectional, batch_first):
     out, finals = ours.forward_states(x, states)
     xt = torch.tensor(x, requires_grad=True)
     st = [torch.tensor(s, requires_grad=True) for s in states]
-    out_t, fin_t = theirs(xt, tuple(st) if cell == "lstm" else st[0])
-    fin_t = fin_t if cell == "lstm" else (fin_t,)
+    out_t, fin_t = theirs(xt, tuple(st) if len(st) > 1 else st[0])  # torch's form
+    fin_t = fin_t if len(st) > 1 else (fin_t,)
     assert out.shape == tuple(out_t.shape) == (5, D * 4)
     assert relative_error(out, out_t.detach().numpy()) < 1e-12
     dout = rng.standard_normal(out.shape)

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from ..functional import cell_names
 from ..losses import mse
 from ..models import ManyToOneRegressor, make_recurrent
 from ..optim import Adam, clip_grad_norm, grad_norm
@@ -13,17 +14,17 @@ from ..progress import progress
 from ..training import sine_series, sliding_windows
 from .gradflow import set_spectral_radius, trace_gradients, vanishing_horizon
 
-CELLS = ("rnn", "rnn_relu", "lstm", "gru")
 
-
-def norms_vs_distance(cells=CELLS, radii=(0.5, 1.0, 1.5), steps=200, hidden=32, batch=8, seed=0,
+def norms_vs_distance(cells=None, radii=(0.5, 1.0, 1.5), steps=200, hidden=32, batch=8, seed=0,
                       show_progress=True):
     """||dL/dh_{T-k}|| / ||dL/dh_T|| for k = 0..T-1 with a loss on the last output only.
 
     Beyond T = 1000 steps the traces use checkpointed BPTT (bounded memory), so T can be many thousands.
 
-    Returns {(cell, radius): ratios array indexed by k (steps back)}.
+    ``cells``: names (default every registered cell). Returns {(cell, radius): ratios array indexed by k
+    (steps back)}.
     """
+    cells = cell_names() if cells is None else cells
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, steps, 1))
     dout = np.zeros((batch, steps, hidden))
@@ -104,7 +105,7 @@ def plot_all(out_dir, distance, heat, clipping):
     from ..plots import new_figure, save_figure
 
     radii = sorted({r for _, r in distance})
-    cells = sorted({c for c, _ in distance}, key=CELLS.index)
+    cells = list(dict.fromkeys(c for c, _ in distance))
     fig, axes = new_figure(1, len(radii), figsize=(4.2 * len(radii), 3.6), sharey=True, squeeze=False)
     for ax, radius in zip(axes[0], radii):
         for cell in cells:
@@ -145,7 +146,7 @@ def plot_all(out_dir, distance, heat, clipping):
 
 def horizon_table(distance, threshold=1e-6):
     radii = sorted({r for _, r in distance})
-    cells = sorted({c for c, _ in distance}, key=CELLS.index)
+    cells = list(dict.fromkeys(c for c, _ in distance))
     T = len(next(iter(distance.values())))
     lines = [f"steps back until the gradient falls below {threshold:g} of its last-step value (T={T}; '>T': never)",
              f"{'cell':<10}" + "".join(f"{'radius ' + str(r):>14}" for r in radii)]

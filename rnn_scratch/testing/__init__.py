@@ -14,7 +14,6 @@ require("hypothesis", "rnn_scratch.testing")  # one clear error before the impor
 
 from .conformance import ConformanceReport, ImplementationError, check_implementation  # noqa: E402
 from .strategies import (  # noqa: E402
-    CELLS,
     LayerConfig,
     LayerInputs,
     examples,
@@ -24,5 +23,5 @@ from .strategies import (  # noqa: E402
     values,
 )
 
-__all__ = ["CELLS", "ConformanceReport", "ImplementationError", "LayerConfig", "LayerInputs", "check_implementation",
+__all__ = ["ConformanceReport", "ImplementationError", "LayerConfig", "LayerInputs", "check_implementation",
            "examples", "layer_configs", "layer_inputs", "register_profiles", "values"]

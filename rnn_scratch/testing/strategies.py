@@ -28,9 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from hypothesis.strategies import SearchStrategy
 
-from ..functional import get_cell
-
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+from ..functional import cell_names, get_cell
 
 
 def _strategy(value):
@@ -59,29 +57,36 @@ class LayerConfig:
         return 2 if self.bidirectional else 1
 
     @property
-    def is_lstm(self):
-        return self.cell == "lstm"
-
-    @property
     def num_states(self):
-        """Parts of the state: 2 for the LSTM (h, c), else 1."""
+        """Parts of the state: the cell's (2 for the LSTM's (h, c))."""
         return get_cell(self.cell).num_states
 
     def kwargs(self):
-        """Constructor keyword arguments shared by rnn_scratch and torch."""
-        kw = dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
-                  dropout=self.dropout, bidirectional=self.bidirectional)
-        if self.cell.startswith("rnn_"):
-            kw["nonlinearity"] = self.cell[4:]
-        return kw
+        """The structure's constructor keyword arguments, shared by every recurrent layer (ours and torch's)."""
+        return dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                    dropout=self.dropout, bidirectional=self.bidirectional)
 
-    def build(self, dtype="float64", backend=None, seed=None, **extra):
-        """The rnn_scratch layer for this configuration."""
+    def build(self, dtype="float64", backend=None, seed=None, vary_constants=True, **extra):
+        """The rnn_scratch layer for this configuration.
+
+        ``vary_constants``: parameters the cell initialises to a constant (LayerNorm gains of 1, zero biases)
+        are drawn instead from U(c - 0.5, c + 0.5) around it, so that a test sees them act (a missing factor of
+        a gain of exactly 1 would pass unseen)."""
+        from ..backend import default_rng, to_backend
         from ..layers import make_layer  # testing sits above layers
 
-        kw = {k: v for k, v in self.kwargs().items() if k != "nonlinearity"}
-        return make_layer(self.cell, self.input_size, self.hidden_size, dtype=dtype, backend=backend, seed=seed,
-                          **kw, **extra)
+        layer = make_layer(self.cell, self.input_size, self.hidden_size, dtype=dtype, backend=backend, seed=seed,
+                           **self.kwargs(), **extra)
+        constant = {p.name: p.init for p in layer.cell.params if p.init in ("ones", "zeros")}
+        if vary_constants and constant:
+            rng = default_rng(seed)
+            for name, value in layer.params.items():
+                kind = name.rsplit("_l", 1)[0]
+                if kind in constant:
+                    c = 1.0 if constant[kind] == "ones" else 0.0
+                    value[...] = to_backend(rng.uniform(c - 0.5, c + 0.5, value.shape).astype(layer.dtype),
+                                            layer.backend)
+        return layer
 
     def state_shape(self, batch):
         return (self.num_layers * self.num_directions, batch, self.hidden_size)
@@ -109,12 +114,13 @@ class LayerInputs:
 
 
 @st.composite
-def layer_configs(draw, cells=CELLS, input_size=st.integers(1, 4), hidden_size=st.integers(1, 5),
+def layer_configs(draw, cells=None, input_size=st.integers(1, 4), hidden_size=st.integers(1, 5),
                   num_layers=st.integers(1, 3), bidirectional=st.booleans(), batch_first=st.booleans(),
                   bias=st.booleans(), dropout=0.0):
-    """Strategy for :class:`LayerConfig`. Each argument: a fixed value, a list to sample from, or a strategy."""
+    """Strategy for :class:`LayerConfig`. Each argument: a fixed value, a list to sample from, or a strategy;
+    ``cells`` defaults to every registered cell."""
     return LayerConfig(
-        cell=draw(_strategy(cells)),
+        cell=draw(_strategy(list(cell_names()) if cells is None else cells)),
         input_size=draw(_strategy(input_size)),
         hidden_size=draw(_strategy(hidden_size)),
         num_layers=draw(_strategy(num_layers)),
