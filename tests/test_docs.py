@@ -1,41 +1,60 @@
-"""docs/derivations.md cannot rot: every quoted line is the line it names, and every snippet runs."""
+"""docs/derivations.md cannot rot: every quoted statement is code of the function it names, every snippet runs,
+and every registered cell has its derivation (its step functions quoted and run in a snippet)."""
 
 import ast
+import functools
 import os
 import re
 
 import pytest
 
+from rnn_scratch.functional import CELLS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(ROOT, "docs", "derivations.md")
 TEXT = open(PAGE, encoding="utf-8").read()
-REFERENCE = re.compile(r"\[(\w+\.py)#L(\d+)\]\(\.\./rnn_scratch/functional/(\w+\.py)#L(\d+)\):\s*`([^`]+)`")
+REFERENCE = re.compile(r"\[(\w+\.py): ([\w.]+)\]\(\.\./rnn_scratch/functional/(\w+\.py)\):\s*`([^`]+)`")
 SNIPPETS = re.compile(r"```python\n(.*?)```", re.S)
 
 
-def _code_lines(path):
-    """The line numbers of statements inside functions (not docstrings, not comments between functions)."""
-    tree = ast.parse(open(path, encoding="utf-8").read())
-    lines = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef):
-            body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(
-                node.body[0].value, ast.Constant) else node.body
-            for stmt in body:
-                lines.update(range(stmt.lineno, stmt.end_lineno + 1))
-    return lines
+def _function_code(path, name):
+    """The source lines of the statements of function ``name`` (``Class.method`` for a method) in ``path``: its
+    body without the docstring, or None when there is no such function."""
+    source = open(path, encoding="utf-8").read()
+    scope = ast.parse(source).body
+    node = None
+    for part in name.split("."):
+        node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part), None)
+        if node is None:
+            return None
+        scope = node.body
+    if not isinstance(node, ast.FunctionDef):
+        return None
+    body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+        else node.body
+    lines = source.splitlines()
+    return [lines[k - 1] for stmt in body for k in range(stmt.lineno, stmt.end_lineno + 1)]
 
 
-def test_every_quoted_line_is_the_line_it_names():
+def test_every_quoted_statement_is_code_of_the_function_it_names():
     refs = REFERENCE.findall(TEXT)
     assert len(refs) >= 25
-    for shown, line, target, target_line, code in refs:
-        assert shown == target and line == target_line, (shown, line, target, target_line)
-        path = os.path.join(ROOT, "rnn_scratch", "functional", target)
-        with open(path, encoding="utf-8") as f:
-            source = f.read().splitlines()
-        assert code.strip() in source[int(line) - 1], f"{target}#L{line} is now {source[int(line) - 1].strip()!r}"
-        assert int(line) in _code_lines(path), f"{target}#L{line} is not code inside a function"
+    for shown, function, target, code in refs:
+        assert shown == target, (shown, target)
+        lines = _function_code(os.path.join(ROOT, "rnn_scratch", "functional", target), function)
+        assert lines is not None, f"{target} has no function {function}"
+        assert any(code.strip() in line for line in lines), f"{target}: {function} has no statement {code!r}"
+
+
+def test_the_anchor_check_fails_on_a_moved_statement(tmp_path):
+    """The check finds a statement by its function, not its line: a line added above changes nothing, a statement
+    moved to another function is caught."""
+    path = tmp_path / "cell.py"
+    path.write_text("import os\n\n\ndef f(x):\n    \"\"\"Doc.\"\"\"\n    y = x + 1\n    return y\n\n\n"
+                    "def g(x):\n    return x\n")
+    assert any("y = x + 1" in line for line in _function_code(str(path), "f"))
+    assert not any("y = x + 1" in line for line in _function_code(str(path), "g"))
+    assert not any("Doc." in line for line in _function_code(str(path), "f"))  # docstrings are not code
 
 
 @pytest.mark.parametrize("number", range(len(SNIPPETS.findall(TEXT))))
@@ -44,5 +63,16 @@ def test_snippet_runs(number, capsys):
     exec(compile(snippet, f"{PAGE}:snippet{number}", "exec"), {})
 
 
-def test_every_cell_has_a_snippet():
-    assert len(SNIPPETS.findall(TEXT)) == 4  # RNN step, RNN through time, LSTM step, GRU step
+def _function_name(fn):
+    return (fn.func if isinstance(fn, functools.partial) else fn).__name__
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_every_cell_has_a_derivation(cell):
+    """Its step forward and step backward are quoted, and a snippet calls both."""
+    record = CELLS[cell]
+    quoted = {function for _, function, _, _ in REFERENCE.findall(TEXT)}
+    names = [_function_name(record.step_forward), _function_name(record.step_backward)]
+    assert set(names) <= quoted, f"{cell}: {names} are not both quoted in docs/derivations.md"
+    assert any(all(n in snippet for n in names) for snippet in SNIPPETS.findall(TEXT)), \
+        f"{cell}: no snippet of docs/derivations.md runs {names}"
