@@ -64,7 +64,9 @@ def test_jacobian_products_match_finite_differences(cell):
             e = np.zeros(n * H)
             e[k] = eps
             fd[:, k] = (final_state(t0, s0 + e) - final_state(t0, s0 - e)) / (2 * eps)
-        assert relative_error(prods[t0], fd) < 1e-7, t0
+        # the differences' noise is ~1e-10 absolute: the 1e-3 scale floor of every finite-difference check (a
+        # contracting cell's product can be far smaller: IndRNN's with |u| < 0.5 is 1.5e-4 six steps back)
+        assert relative_error(prods[t0], fd, floor=1e-3) < 1e-7, t0
 
 
 @settings(max_examples=examples(25))
