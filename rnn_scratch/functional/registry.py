@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from . import gru, lstm, rnn
+from . import gru, indrnn, lstm, rnn
 from .cell import Cell, FastPath, Kernel, Param, TorchModule, TorchStep
 
 CELLS: dict = {}  # name -> Cell, in registration order
@@ -129,5 +129,5 @@ def remove(name: str) -> Cell:
     return cell
 
 
-for _cell in (rnn.RNN_TANH_CELL, rnn.RNN_RELU_CELL, lstm.LSTM_CELL, gru.GRU_CELL):
+for _cell in (rnn.RNN_TANH_CELL, rnn.RNN_RELU_CELL, lstm.LSTM_CELL, gru.GRU_CELL, indrnn.INDRNN_CELL):
     add(_cell)
