@@ -25,7 +25,7 @@ from rnn_scratch import backend as be
 from rnn_scratch.functional import CELLS, get_cell, reference_backward, reference_forward
 from rnn_scratch.layers import make_layer
 from rnn_scratch.testing import examples
-from rnn_scratch.testing.cases import random_sequence_case
+from rnn_scratch.testing.cases import float32_numbers, random_sequence_case
 from tests import cuda_on_cpu as cpu
 from tests.test_fast_path import rounding_bound
 
@@ -66,16 +66,6 @@ def ran_kernels(cell, device):
     return sorted(device.launches)
 
 
-def as_float32_numbers(case):
-    """The case with every array rounded to float32 (kept float64): the float64 truth of a float32 run."""
-    def r(a):
-        return a if a is None or a.dtype == bool else a.astype(np.float32).astype(np.float64)
-
-    params, x, state, mask, dout, dstate = case
-    return type(case)({k: r(v) for k, v in params.items()}, r(x), tuple(map(r, state)), mask, r(dout),
-                      tuple(map(r, dstate)))
-
-
 def reference(cell, case, reverse, with_dout):
     """The readable step loop in float64: the same named arrays as :func:`cuda_on_cpu.run_case`."""
     params, x, state, mask, dout, dstate = case
@@ -114,7 +104,7 @@ def test_fused_loops_on_the_cpu_match_the_reference(cell, dtype, k):
     cfg = CONFIGS[k]
     case = random_sequence_case(100 + k, cell, T, B, I, H, padded=cfg.padded)
     if dtype == "float32":
-        case = as_float32_numbers(case)
+        case = float32_numbers(case)
     with cpu.EmulatedDevice(order="shuffle", block=cfg.block, seed=k) as device:
         got = cpu.run_case(cell, case, dtype, reverse=cfg.reverse, with_dout=cfg.with_dout)
     kernels = ran_kernels(cell, device)
@@ -132,7 +122,7 @@ def test_fused_loops_on_the_cpu_at_any_size(cell, dtype, T, B, I, H, bias, padde
     """The same, over sizes (B = 1, H = 1, B*H below, at and above a block) and weight scales hypothesis draws."""
     case = random_sequence_case(seed, cell, T, B, I, H, bias=bias, padded=padded, scale=scale)
     if dtype == "float32":
-        case = as_float32_numbers(case)
+        case = float32_numbers(case)
     with cpu.EmulatedDevice(order="shuffle", block=block, seed=seed) as device:
         got = cpu.run_case(cell, case, dtype, reverse=reverse, with_dout=with_dout)
     ran_kernels(cell, device)
