@@ -65,6 +65,8 @@ extern harness_dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __device__
 #define __host__
 #define __forceinline__ inline
+// not emulated (a block's threads run one after another): shared memory and __syncthreads do not compile
+#define __shared__ __shared___is_not_emulated_threads_run_one_at_a_time
 template <class T> static inline T rsqrt(T v) { return 1 / sqrt(v); }
 template <class T> static inline T min(T a, T b) { return b < a ? b : a; }
 template <class T> static inline T max(T a, T b) { return a < b ? b : a; }
@@ -250,7 +252,8 @@ def compile_source(text: str, dtype, *, sanitize: bool = False) -> Library:
         r = subprocess.run([compiler(), *flags, debug_paths, "launch.cpp", "-o", "kernel.so"], cwd=build,
                            capture_output=True, text=True)
         if r.returncode != 0:
-            raise HarnessError(f"{compiler()} cannot compile the kernel source ({build}):\n{r.stderr}")
+            shutil.rmtree(build, ignore_errors=True)
+            raise HarnessError(f"{compiler()} cannot compile the kernel source:\n{r.stderr}")
         try:
             os.rename(build, folder)
         except OSError:  # another process got there first
