@@ -66,6 +66,18 @@ def check_tracker(tracker, derivatives, cell):
                          f"(unbiased, any cell) or 'rtrl' (exact)")
 
 
+def check_method_for(method, layer):
+    """Refuse, before any work, a method that ``layer``'s cell cannot run (ValueError naming both and why): its
+    tracker is asked about one step of the cell from a zero state."""
+    if method in ("bptt", "tbptt"):
+        return
+    tracker = make_tracker(method, layer.cell)
+    xp, cell = layer.xp, layer.cell
+    state = tuple(xp.zeros((1, layer.hidden_size), dtype=layer.dtype) for _ in range(cell.num_states))
+    _, cache = cell.step_forward(xp.zeros((1, layer.input_size), dtype=layer.dtype), state, layer_params(layer))
+    check_tracker(tracker, cell.step_derivatives(cache), cell)
+
+
 def check_layer(layer, what="online.gradients"):
     """A single-layer, unidirectional recurrent layer (ValueError/TypeError otherwise)."""
     from ..layers import RNNBase

@@ -32,7 +32,7 @@ from ..layers import Linear, make_layer
 from ..optim import SGD, Adam, clip_grad_norm
 from ..validation import check_array
 from . import bptt as _bptt
-from .api import check_layer, check_method, check_tracker, make_tracker
+from .api import check_layer, check_method, check_method_for, make_tracker
 from .rtrl import RTRL
 from .tasks import Task, make_task
 
@@ -84,6 +84,7 @@ class OnlineLearner:
         self.layer, self.head, self.clip = layer, head, clip
         self.cell = layer.cell
         self.rng = default_rng(seed)
+        check_method_for(self.method, layer)
         self.tracker = make_tracker(self.method, self.cell, self.rng) if self.method not in ("bptt", "tbptt") else None
         self.exact = bool(exact)
         self.shadow = RTRL(self.cell) if self.exact and self.method != "rtrl" else None
@@ -102,7 +103,6 @@ class OnlineLearner:
         self.pending_exact = None
         self.steps = 0
         self.seconds = 0.0  # time in the method's own work: the layer's step, its Jacobians, the gradient
-        self.checked = False
 
     def reset_state(self, batch):
         """Start from a zero state with ``batch`` rows (the first step does this by itself)."""
@@ -132,9 +132,6 @@ class OnlineLearner:
         d = None
         if self.tracker is not None or self.shadow is not None:
             d = self.cell.step_derivatives(cache)
-            if not self.checked and self.tracker is not None:
-                check_tracker(self.tracker, d, self.cell)
-            self.checked = True
         self.seconds += time.perf_counter() - started
         y = self.head(self.state[0])
         loss, dy = loss_fn(y, target, weight)

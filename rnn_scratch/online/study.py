@@ -17,7 +17,7 @@ import numpy as np
 from ..backend import to_backend
 from ..layers import make_layer
 from ..progress import progress
-from .api import UNBIASED, check_method, check_tracker, estimator_statistics, layer_params, make_tracker
+from .api import UNBIASED, check_method, check_method_for, estimator_statistics
 from .learner import _check_window, train_online
 from .tasks import Task, make_task
 
@@ -35,7 +35,7 @@ THEORY = {
 
 
 def check_methods(methods, cell, input_size, hidden, dtype="float64", backend=None):
-    """Refuse, before any training, a method that is not defined for ``cell`` (ValueError naming both)."""
+    """Refuse, before any training, an unknown or repeated method, or one not defined for ``cell`` (ValueError)."""
     checked = []
     layer = make_layer(cell, input_size, hidden, dtype=dtype, backend=backend, seed=0)
     for method in methods:
@@ -43,13 +43,7 @@ def check_methods(methods, cell, input_size, hidden, dtype="float64", backend=No
         if method in checked:
             raise ValueError(f"method {method!r} is listed twice")
         checked.append(method)
-        if method in ("bptt", "tbptt"):
-            continue
-        tracker = make_tracker(method, layer.cell)
-        xp = layer.xp
-        state = tuple(xp.zeros((1, hidden), dtype=layer.dtype) for _ in range(layer.cell.num_states))
-        _, cache = layer.cell.step_forward(xp.zeros((1, input_size), dtype=layer.dtype), state, layer_params(layer))
-        check_tracker(tracker, layer.cell.step_derivatives(cache), layer.cell)
+        check_method_for(method, layer)
     return checked
 
 
