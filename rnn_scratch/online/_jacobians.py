@@ -47,8 +47,9 @@ def recurrent_product(d, v):
         return xp.zeros_like(v)
     E = d.terms[d.recurrent_term].E
     G = E.shape[2]
-    wv = xp.matmul(d.recurrent_weight, v[:, 0])  # W_rec v_h: (G*H, H) @ (B, H, R) -> (B, G*H, R)
-    return xp.einsum("bqgj,bgjr->bqjr", E, wv.reshape(B, G, H, R))
+    vh = v[:, 0].transpose(1, 0, 2).reshape(H, B * R)  # the h rows, all batch rows side by side (a view for B = 1)
+    wv = (d.recurrent_weight @ vh).reshape(G, H, B, R).transpose(2, 0, 1, 3)  # W_rec v_h: one GEMM, (B, G, H, R)
+    return xp.einsum("bqgj,bgjr->bqjr", E, wv)
 
 
 def local_product(local, v):

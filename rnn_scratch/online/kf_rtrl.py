@@ -58,7 +58,7 @@ class KFRTRL(Tracker):
         B, n, G, H = jac.sizes(d)
         (term,) = d.terms
         ones = xp.ones((B, 1), dtype=d.local.dtype)
-        self.columns = {kind: 1 if u is None else u.shape[1] for kind, u in term.inputs.items()}
+        self.columns = {kind: None if u is None else u.shape[1] for kind, u in term.inputs.items()}  # None: a vector
         u = xp.concatenate([ones if v is None else v for v in term.inputs.values()], axis=1)  # u_t (B, K)
         E = xp.zeros((B, n, H, G * H), dtype=d.local.dtype)  # E_t in the full layout
         units = xp.arange(H)
@@ -77,11 +77,9 @@ class KFRTRL(Tracker):
         q = xp.einsum("bj,bjr->br", dh, self.B[:, 0])  # c_t^T B_t (B, G H)
         out, start = {}, 0
         for kind, width in self.columns.items():
-            a = self.A[:, start:start + width]
-            start += width
-            g = q[:, :, None] * a[:, None, :]  # (c^T B)[r] A[k]
-            if kind.startswith("bias"):
-                g = g[:, :, 0]
+            a = self.A[:, start:start + (width or 1)]
+            start += width or 1
+            g = q * a if width is None else q[:, :, None] * a[:, None, :]  # (c^T B)[r] A[k]
             out[kind] = g if per_row else g.sum(axis=0)
         return out
 
