@@ -369,3 +369,19 @@ def test_truncation_beyond_the_sequence_and_short_truncation(data):
         total = g if total is None else {n: total[n] + v for n, v in g.items()}
     assert _rel(got, total) < 1e-10
 
+
+
+def test_sizes_that_cannot_fit_are_refused_before_allocation(monkeypatch):
+    """RTRL's influence matrices grow as H^3 per row: a size the memory left cannot hold is a MemoryError naming the
+    bytes, raised before anything is allocated (here with 1 GiB said to be free)."""
+    from rnn_scratch.online import api
+
+    monkeypatch.setattr(api, "available_bytes", lambda backend: 1 << 30)
+    layer = make_layer("rnn_tanh", 1, 300, dtype="float64")
+    x, dout = np.zeros((2, 1, 1)), np.zeros((2, 1, 300))
+    with pytest.raises(MemoryError, match=r"'rtrl' with 1 batch rows and hidden size 300 carries 0.20 GiB"):
+        gradients(layer, x, dout, method="rtrl")
+    assert gradients(layer, x, dout, method="snap-1")  # O(P): fits
+    with pytest.raises(MemoryError, match="'uoro' with 2000000 batch rows"):
+        estimator_statistics(make_layer("rnn_tanh", 1, 8, dtype="float64"), x, dout[..., :8], method="uoro",
+                             samples=2_000_000)

@@ -98,7 +98,14 @@ def test_learner_refuses_bad_arguments():
     before = layer.state_dict()
     with pytest.raises(ValueError, match=r"x_t must have shape \(batch, input_size=2\)"):
         learner.step(np.zeros((1, 3)), np.zeros((1, 2)), np.ones(1), task.loss)
+    with pytest.raises(ValueError, match=r"target must have shape \(batch=1, out_features=2\)"):
+        learner.step(np.zeros((1, 2)), np.zeros((1, 5)), np.ones(1), task.loss)
     assert all(np.array_equal(v, before[k]) for k, v in layer.state_dict().items())  # nothing changed
+    learner.step(np.zeros((1, 2)), np.full((1, 2), 0.5), np.ones(1), task.loss)
+    with pytest.raises(ValueError, match="call reset"):
+        learner.step(np.zeros((2, 2)), np.full((2, 2), 0.5), np.ones(2), task.loss)
+    learner.reset(2)
+    assert learner.step(np.zeros((2, 2)), np.full((2, 2), 0.5), np.ones(2), task.loss)["updated"]
     for kwargs in (dict(steps=0), dict(hidden=0), dict(seed=-1), dict(batch=True)):
         with pytest.raises(ValueError):
             train_online("add", "rtrl", **kwargs)

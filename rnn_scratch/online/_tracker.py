@@ -36,3 +36,8 @@ class Tracker:
 
     def nbytes(self):
         return int(sum(a.nbytes for a in self.state_arrays()))
+
+    def carried_elements(self, d):
+        """How many numbers the algorithm carries for a step with derivatives ``d`` (all batch rows), before
+        allocating them."""
+        raise NotImplementedError

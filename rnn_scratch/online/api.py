@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import array_module, default_rng
+from ..backend import array_module, available_bytes, backend_of, default_rng
 from ..functional import PARAM_NAMES, param_name
 from ..validation import check_array
 from . import bptt as _bptt
@@ -71,11 +71,39 @@ def check_method_for(method, layer):
     tracker is asked about one step of the cell from a zero state."""
     if method in ("bptt", "tbptt"):
         return
-    tracker = make_tracker(method, layer.cell)
+    check_tracker(make_tracker(method, layer.cell), probe_derivatives(layer), layer.cell)
+
+
+PEAK_FACTOR = 5  # a step holds the old matrices, the new ones and about three temporaries of their size
+GUARD_FROM = 1 << 28  # below 256 MiB, not worth reading the machine's state
+
+
+def guard_memory(trackers, d, rows=None, extra_bytes=0):
+    """Refuse, before allocating, influence matrices that would not fit in the memory left (MemoryError naming the
+    bytes): the numbers every tracker carries for ``rows`` batch rows (default: ``d``'s) times
+    :data:`PEAK_FACTOR`, plus ``extra_bytes``."""
+    itemsize = d.local.dtype.itemsize
+    B, n, G, H = (int(v) for v in d.terms[0].E.shape)
+    rows = B if rows is None else int(rows)
+    carried = sum(t.carried_elements(d) for t in trackers) * itemsize * rows // B
+    need = PEAK_FACTOR * carried + extra_bytes
+    if need < GUARD_FROM:
+        return
+    free = available_bytes(backend_of(d.local))
+    if free is not None and need > free:
+        names = " and ".join(repr(t.name) for t in trackers)
+        raise MemoryError(f"method {names} with {rows} batch rows and hidden size {H} carries {carried / 2**30:.2f} "
+                          f"GiB of influence matrices, about {need / 2**30:.1f} GiB at a step's peak; "
+                          f"{free / 2**30:.1f} GiB is available (rtrl and snap-2 grow as H^3 per row, kf-rtrl as "
+                          f"H^2, the others as the parameter count)")
+
+
+def probe_derivatives(layer):
+    """The step derivatives of one step of ``layer``'s cell from a zero state, batch 1 (structure and sizes only)."""
     xp, cell = layer.xp, layer.cell
     state = tuple(xp.zeros((1, layer.hidden_size), dtype=layer.dtype) for _ in range(cell.num_states))
     _, cache = cell.step_forward(xp.zeros((1, layer.input_size), dtype=layer.dtype), state, layer_params(layer))
-    check_tracker(tracker, cell.step_derivatives(cache), cell)
+    return cell.step_derivatives(cache)
 
 
 def check_layer(layer, what="online.gradients"):
@@ -170,6 +198,11 @@ def gradients(layer, x, dout, *, method, state=None, truncation=None, seed=None,
     params.update({k: None for k in PARAM_NAMES if k not in params})
     cell = layer.cell
     if method in ("bptt", "tbptt"):
+        need, free = layer.bptt_bytes(*x.shape[:2], memory="full"), available_bytes(layer.backend)
+        if need > GUARD_FROM and free is not None and need > free:
+            raise MemoryError(f"method {method!r} keeps every step's activations: about {need / 2**30:.1f} GiB for "
+                              f"seq_len={x.shape[0]}, batch={x.shape[1]}; {free / 2**30:.1f} GiB is available")
+
         def run(rows):
             st = tuple(s[rows] for s in states)
             if method == "bptt":
@@ -196,6 +229,7 @@ def run_tracker(tracker, cell, x, state, params, dout, per_row=False):
         d = cell.step_derivatives(cache)
         if t == 0:
             check_tracker(tracker, d, cell)
+            guard_memory([tracker], d)
         tracker.step(d)
         grads = tracker.gradient(dout[t], per_row)
         total = grads if total is None else {kind: total[kind] + g for kind, g in grads.items()}
@@ -221,11 +255,16 @@ def estimator_statistics(layer, x, dout, *, method, samples=2000, state=None, se
     T, B, _ = x.shape
     params = layer_params(layer)
     cell = layer.cell
+    tracker = make_tracker(method, cell, default_rng(seed))
+    d = probe_derivatives(layer)
+    check_tracker(tracker, d, cell)
+    tiles = samples * (x.nbytes + dout.nbytes + sum(s.nbytes for s in states))
+    guard_memory([tracker], d, rows=samples * B, extra_bytes=tiles)
 
     def tile(a):
         return xp.tile(a, (1, samples, 1))
 
-    draws = run_tracker(make_tracker(method, cell, default_rng(seed)), cell, tile(x),
+    draws = run_tracker(tracker, cell, tile(x),
                         tuple(xp.tile(s, (samples, 1)) for s in states), params, tile(dout), per_row=True)
     exact = run_tracker(RTRL(cell), cell, x, states, params, dout)
     out = {"mean": {}, "variance": {}, "standard_error": {}, "exact": {}, "samples": int(samples)}

@@ -85,3 +85,8 @@ class KFRTRL(Tracker):
 
     def state_arrays(self):
         return [] if self.A is None else [self.A, self.B]
+
+    def carried_elements(self, d):
+        B, n, G, H = jac.sizes(d)
+        K = sum(1 if u is None else u.shape[1] for term in d.terms for u in term.inputs.values())
+        return B * (K + n * H * G * H)

@@ -26,13 +26,13 @@ from collections import deque
 
 import numpy as np
 
-from ..backend import array_module, default_rng, to_backend
+from ..backend import array_module, available_bytes, default_rng, to_backend
 from ..functional import PARAM_NAMES, param_name
 from ..layers import Linear, make_layer
 from ..optim import SGD, Adam, clip_grad_norm
 from ..validation import check_array
 from . import bptt as _bptt
-from .api import check_layer, check_method, check_method_for, make_tracker
+from .api import GUARD_FROM, check_layer, check_method, check_method_for, guard_memory, make_tracker
 from .rtrl import RTRL
 from .tasks import Task, make_task
 
@@ -101,14 +101,23 @@ class OnlineLearner:
         self.state = tuple(xp.zeros((1, layer.hidden_size), dtype=layer.dtype) for _ in range(self.cell.num_states))
         self.window = deque(maxlen=self.truncation) if self.method == "tbptt" else []
         self.pending_exact = None
+        self.fresh = True
         self.steps = 0
         self.seconds = 0.0  # time in the method's own work: the layer's step, its Jacobians, the gradient
 
-    def reset_state(self, batch):
-        """Start from a zero state with ``batch`` rows (the first step does this by itself)."""
+    def reset(self, batch):
+        """Start a new stream of ``batch`` rows: a zero state, influence matrices and stored steps forgotten (the
+        weights and the optimiser's state stay). The first step does this by itself."""
         xp = self.layer.xp
         self.state = tuple(xp.zeros((batch, self.layer.hidden_size), dtype=self.layer.dtype)
                            for _ in range(self.cell.num_states))
+        if self.tracker is not None:
+            self.tracker = make_tracker(self.method, self.cell, self.rng)
+        if self.shadow is not None:
+            self.shadow = RTRL(self.cell)
+        self.window.clear()
+        self.pending_exact = None
+        self.fresh = True
 
     def state_bytes(self):
         """The memory the method carries from step to step (influence estimates, or stored activations)."""
@@ -125,17 +134,28 @@ class OnlineLearner:
         check_array(x_t, "x_t", backend=layer.backend, dtype=layer.dtype, finite=True)
         if x_t.ndim != 2 or x_t.shape[1] != layer.input_size:
             raise ValueError(f"x_t must have shape (batch, input_size={layer.input_size}), got {tuple(x_t.shape)}")
-        if self.state[0].shape[0] != x_t.shape[0]:
-            self.reset_state(x_t.shape[0])
+        B = x_t.shape[0]
+        check_array(target, "target", backend=layer.backend, dtype=layer.dtype, shape=(B, self.head.out_features),
+                    shape_doc=f"(batch={B}, out_features={self.head.out_features})")
+        check_array(weight, "weight", backend=layer.backend, dtype=layer.dtype, shape=(B,), finite=True,
+                    shape_doc=f"(batch={B},)")
+        if self.fresh and self.state[0].shape[0] != x_t.shape[0]:
+            self.reset(x_t.shape[0])
+        elif self.state[0].shape[0] != x_t.shape[0]:
+            raise ValueError(f"x_t has {x_t.shape[0]} rows but this stream has {self.state[0].shape[0]}; call "
+                             f"reset(batch) to start a new stream")
         started = time.perf_counter()
-        self.state, cache = self.cell.step_forward(x_t, self.state, self.params)
+        state, cache = self.cell.step_forward(x_t, self.state, self.params)
         d = None
         if self.tracker is not None or self.shadow is not None:
             d = self.cell.step_derivatives(cache)
+            if self.fresh:
+                guard_memory([t for t in (self.tracker, self.shadow) if t is not None], d)
         self.seconds += time.perf_counter() - started
-        y = self.head(self.state[0])
-        loss, dy = loss_fn(y, target, weight)
+        y = self.head(state[0])
+        loss, dy = loss_fn(y, target, weight)  # a bad target fails here, with nothing changed yet
         dh = self.head.backward(dy)  # c_t = dl_t/dh_t; the head's gradient accumulates
+        self.state = state
         started = time.perf_counter()
         grads = self._method_gradient(cache, d, dh)
         self.seconds += time.perf_counter() - started
@@ -151,6 +171,7 @@ class OnlineLearner:
             self.optimizer.step()
             self.optimizer.zero_grad()
         self.steps += 1
+        self.fresh = False
         return {"loss": loss, "cosine": cosine, "error": error, "updated": grads is not None}
 
     def _method_gradient(self, cache, d, dh):
@@ -218,6 +239,11 @@ def train_online(task, method, *, cell="rnn_tanh", hidden=16, steps=2000, batch=
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    need = steps * (batch * (task.input_size + task.output_size + 1) * 2 + 3) * 8  # the stream, twice; the records
+    free = available_bytes("numpy")
+    if need > GUARD_FROM and free is not None and need > free:
+        raise MemoryError(f"a stream of {steps} steps x {batch} rows and its records need about {need / 2**30:.1f} "
+                          f"GiB, {free / 2**30:.1f} GiB is available")
     head_seed, sign_seed = (int(v) for v in np.random.SeedSequence((seed, 28)).generate_state(2))
     layer = make_layer(cell, task.input_size, hidden, dtype=dtype, backend=backend, seed=seed)
     head = Linear(hidden, task.output_size, dtype=dtype, backend=layer.backend, seed=head_seed)

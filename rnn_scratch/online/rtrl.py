@@ -15,6 +15,8 @@ O(G H^2 P) = O(H^4) time, and M holds S P = O(H^3) numbers. Everything else is O
 
 from __future__ import annotations
 
+import math
+
 from ..backend import array_module
 from . import _jacobians as jac
 from ._tracker import Tracker
@@ -46,3 +48,6 @@ class RTRL(Tracker):
 
     def state_arrays(self):
         return list(self.M.values()) if self.M else []
+
+    def carried_elements(self, d):
+        return sum(math.prod(shape) for shape in jac.full_shapes(d).values())

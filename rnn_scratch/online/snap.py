@@ -27,6 +27,8 @@ and SnAp-2 does for the LSTM (its o rows need the second step to reach c_j, thro
 
 from __future__ import annotations
 
+import math
+
 from ..backend import array_module
 from . import _jacobians as jac
 from ._tracker import Tracker
@@ -69,6 +71,9 @@ class UnitLocal(Tracker):
 
     def state_arrays(self):
         return list(self.J.values()) if self.J else []
+
+    def carried_elements(self, d):
+        return sum(math.prod(shape) for shape in jac.unit_shapes(d).values())
 
 
 class SnAp1(UnitLocal):

@@ -20,6 +20,8 @@ variance: a rank-one estimate of an S x P matrix.
 
 from __future__ import annotations
 
+import math
+
 from ..backend import array_module
 from . import _jacobians as jac
 from ._tracker import Tracker
@@ -58,6 +60,10 @@ class UORO(Tracker):
 
     def state_arrays(self):
         return [] if self.s is None else [self.s, *self.theta.values()]
+
+    def carried_elements(self, d):
+        B, n, G, H = jac.sizes(d)
+        return B * n * H + sum(math.prod(shape) // (n * H) for shape in jac.full_shapes(d).values())
 
 
 def _lead(v, like):
