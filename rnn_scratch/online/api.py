@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module, available_bytes, backend_of, default_rng
-from ..functional import PARAM_NAMES, param_name
+from ..functional import param_name
 from ..validation import check_array
 from . import bptt as _bptt
 from .kf_rtrl import KFRTRL
@@ -120,10 +120,24 @@ def check_layer(layer, what="online.gradients"):
                          f"runs backwards in time, which no forward-in-time algorithm can follow")
 
 
+LAYER_SUFFIX = param_name("", 0)  # "_l0": a single-layer, forward layer's parameter names end with it
+
+
+def layer_kinds(names):
+    """{parameter kind: the layer's name for it} ("weight_ih": "weight_ih_l0", ...), in the layer's order."""
+    return {name[:-len(LAYER_SUFFIX)]: name for name in names if name.endswith(LAYER_SUFFIX)}
+
+
+def params_names(layer):
+    """The layer's parameter names, in ``state_dict()``'s order."""
+    return [name for name, _, _ in layer.parameters()]
+
+
 def layer_params(layer):
-    """{kind: copy of the layer's parameter or None}, read through ``state_dict()`` (names ``weight_ih_l0``...)."""
+    """{kind: copy of the layer's parameter}, read through ``state_dict()`` (names ``weight_ih_l0``...); a kind the
+    layer lacks (a bias) is absent, which the step functions read as None."""
     sd = layer.state_dict()
-    return {kind: sd.get(param_name(kind, 0)) for kind in PARAM_NAMES}
+    return {kind: sd[name] for kind, name in layer_kinds(sd).items()}
 
 
 def _prepare(layer, x, dout, state):
@@ -194,8 +208,7 @@ def gradients(layer, x, dout, *, method, state=None, truncation=None, seed=None,
         raise TypeError(f"per_row must be True or False, got {per_row!r}")
     rng = default_rng(seed)
     x, dout, states, unbatched = _prepare(layer, x, dout, state)
-    params = {k: v for k, v in layer_params(layer).items() if v is not None}
-    params.update({k: None for k in PARAM_NAMES if k not in params})
+    params = layer_params(layer)
     cell = layer.cell
     if method in ("bptt", "tbptt"):
         need, free = layer.bptt_bytes(*x.shape[:2], memory="full"), available_bytes(layer.backend)
@@ -218,7 +231,8 @@ def gradients(layer, x, dout, *, method, state=None, truncation=None, seed=None,
         grads = run_tracker(make_tracker(method, cell, rng), cell, x, states, params, dout, per_row)
     if unbatched and per_row:
         grads = {kind: g[0] for kind, g in grads.items()}
-    return {param_name(kind, 0): grads[kind].astype(layer.dtype, copy=False) for kind in PARAM_NAMES if kind in grads}
+    names = layer_kinds(params_names(layer))
+    return {name: grads[kind].astype(layer.dtype, copy=False) for kind, name in names.items()}
 
 
 def run_tracker(tracker, cell, x, state, params, dout, per_row=False):
@@ -271,7 +285,7 @@ def estimator_statistics(layer, x, dout, *, method, samples=2000, state=None, se
     total = 0.0
     for kind, g in draws.items():
         g = g.reshape((samples, B) + g.shape[1:]).sum(axis=1)  # draw i: copy i's rows summed
-        name = param_name(kind, 0)
+        name = layer_kinds(params_names(layer))[kind]
         out["mean"][name] = g.mean(axis=0)
         out["variance"][name] = g.var(axis=0, ddof=1)
         out["standard_error"][name] = xp.sqrt(out["variance"][name] / samples)

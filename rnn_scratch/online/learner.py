@@ -27,12 +27,11 @@ from collections import deque
 import numpy as np
 
 from ..backend import array_module, available_bytes, default_rng, to_backend
-from ..functional import PARAM_NAMES, param_name
 from ..layers import Linear, make_layer
 from ..optim import SGD, Adam, clip_grad_norm
 from ..validation import check_array
 from . import bptt as _bptt
-from .api import GUARD_FROM, check_layer, check_method, check_method_for, guard_memory, make_tracker
+from .api import GUARD_FROM, check_layer, check_method, check_method_for, guard_memory, layer_kinds, make_tracker
 from .rtrl import RTRL
 from .tasks import Task, make_task
 
@@ -91,9 +90,9 @@ class OnlineLearner:
         if self.shadow is not None and self.cell.step_derivatives is None:
             raise ValueError(f"exact=True runs RTRL beside {self.method!r}, which cell {self.cell.name!r} does not "
                              f"support (no Cell.step_derivatives)")
-        self.names = {kind: param_name(kind, 0) for kind in PARAM_NAMES if param_name(kind, 0) in layer.grads}
         live = {name: value for name, value, _ in layer.parameters()}
-        self.params = {kind: live.get(param_name(kind, 0)) for kind in PARAM_NAMES}  # the live arrays
+        self.names = layer_kinds(live)  # {kind: the layer's name}
+        self.params = {kind: live[name] for kind, name in self.names.items()}  # the live arrays
         triples = [(f"rnn.{n}", p, g) for n, p, g in layer.parameters()] + [
             (f"head.{n}", p, g) for n, p, g in head.parameters()]
         self.optimizer = OPTIMIZERS[optimizer](triples, lr=DEFAULT_LR[optimizer] if lr is None else lr)
