@@ -1,18 +1,16 @@
 """Online learning with every gradient method: the tasks, the learner, the study and the ``online`` command."""
 
-import io
 import json
 import math
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
 
-from rnn_scratch import cli
 from rnn_scratch.layers import Linear, make_layer
 from rnn_scratch.online import METHODS, OnlineLearner, make_task, train_online
 from rnn_scratch.online import study as online_study
 from rnn_scratch.online.tasks import AddTask, CopyTask, SineTask
+from tests.test_cli import run_inline
 
 
 def _entropy(p):
@@ -130,16 +128,6 @@ def test_study_table_plots_and_json(tmp_path):
         online_study.run_study("add", ["rtrl", "rtrl"], steps=5, show_progress=False)
     with pytest.raises(ValueError, match="'kf-rtrl' is not defined for cell 'gru'"):
         online_study.run_study("add", ["rtrl", "kf-rtrl"], cell="gru", steps=5, show_progress=False)
-
-
-def run_inline(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            status = cli.main(list(args))
-        except SystemExit as exc:
-            status = exc.code
-    return status, out.getvalue(), err.getvalue()
 
 
 ONLINE_BAD = [
