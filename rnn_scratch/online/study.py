@@ -10,6 +10,7 @@ functions return matplotlib Figures (and save them when given a path).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -78,6 +79,7 @@ def run_study(task, methods, *, seeds=5, seed=0, cell="rnn_tanh", hidden=16, ste
     if every > steps:
         raise ValueError(f"every must be at most steps={steps}, got {every}")
     result = {
+        "load_average_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "task": task.name, "task_description": task.describe(), "levels": task.levels, "threshold": task.threshold,
         "config": dict(methods=methods, seeds=seeds, seed=seed, cell=cell, hidden=hidden, steps=steps, batch=batch,
                        optimizer=optimizer, lr=lr, truncation=truncation, clip=clip, exact=exact, every=every,
@@ -120,6 +122,7 @@ def run_study(task, methods, *, seeds=5, seed=0, cell="rnn_tanh", hidden=16, ste
             pass
     finally:
         bar.close()
+    result["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result["estimator_variance"] = initial_variance(task, methods, cell=cell, hidden=hidden, seed=seed, dtype=dtype,
                                                     backend=backend)
     return result
@@ -194,9 +197,9 @@ def cost_table(result):
 
 
 def _band(ax, x, rows, label, index):
-    """The mean over seeds as a line (solid and dashed in turn, so identical curves stay visible), the band from
-    the lowest to the highest seed shaded."""
-    color, style = f"C{index % 10}", "-" if index % 2 == 0 else "--"
+    """The mean over seeds as a line (solid, dashed and dotted in turn, so that curves which coincide -- rtrl and
+    snap-2 -- stay visible), the band from the lowest to the highest seed shaded."""
+    color, style = f"C{index % 10}", ("-", "--", ":")[index % 3]
     rows = np.asarray([[math.nan if v is None else v for v in row] for row in rows], dtype=float)
     with warnings.catch_warnings():  # a block where every seed is NaN (a diverged run) stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
