@@ -137,6 +137,23 @@ def test_rtrl_and_full_truncation_equal_bptt(cell, data):
     assert _rel(gradients(layer, x, dout, method="snap-2", state=state), exact) < 1e-10
 
 
+@pytest.mark.parametrize("cell", CELL_NAMES)
+@given(data=st.data())
+def test_rtrl_matches_torch_autograd(cell, data):
+    """RTRL's gradient against torch's autograd through torch.nn.RNN/LSTM/GRU on the same weights (float64)."""
+    pytest.importorskip("torch")
+    from rnn_scratch.testing.torch_reference import torch_reference
+
+    cfg = data.draw(layer_configs(cells=cell, num_layers=1, bidirectional=False, input_size=st.integers(1, 3),
+                                  hidden_size=st.integers(1, 4)))
+    inp = data.draw(layer_inputs(cfg, seq_len=st.integers(1, 5), batch=st.integers(1, 3), with_lengths=False))
+    layer = cfg.build(dtype="float64", seed=inp.seed % 1000)
+    dout = np.random.default_rng(inp.seed).standard_normal(inp.x.shape[:2] + (cfg.hidden_size,))
+    zeros = tuple(np.zeros(cfg.state_shape(inp.batch)) for _ in range(cfg.num_states))
+    ref = torch_reference(cfg, layer.state_dict(), inp, dout, zeros, "float64")
+    assert _rel(gradients(layer, inp.x, dout, method="rtrl", state=inp.state), ref["grads"]) < 1e-9
+
+
 def _diagonal(layer):
     """The layer with each gate block of W_hh cut to its diagonal: an elementwise recurrence."""
     sd = layer.state_dict()

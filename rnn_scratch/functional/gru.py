@@ -25,21 +25,11 @@ recurrent term of n (torch's convention; the original GRU paper applies r before
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..backend import array_module, fused_enabled, launch
-from ._common import (
-    Cell,
-    ImmediateTerm,
-    SequenceCache,
-    StepDerivatives,
-    backward_setup,
-    forward_setup,
-    rejoin_padded,
-    split_padded,
-    unpack,
-)
+from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
 from ._cuda import fused_loop, ints, run_time_loop
 from ._gates import quiet_overflow, sigmoid, sigmoid_from_negated_
 from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
@@ -323,6 +313,12 @@ GRU_CELL = Cell("gru", 3, ("h",), gru_step_forward, gru_step_backward, gru_forwa
 
 
 # -- the step's Jacobians, factored per hidden unit (the forward-mode algorithms of rnn_scratch.online) --------
+# (imported here, with the block they serve, so that the lines above keep the numbers docs/derivations.md quotes)
+from dataclasses import replace  # noqa: E402
+
+from ._common import ImmediateTerm, StepDerivatives  # noqa: E402
+
+
 def gru_step_derivatives(cache: GRUStepCache) -> StepDerivatives:
     r"""The Jacobians of one step, per hidden unit: :class:`~rnn_scratch.functional.StepDerivatives`.
 

@@ -41,15 +41,13 @@ Fast path details (same mathematics):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..backend import array_module, fused_enabled, launch
 from ._common import (
     Cell,
-    ImmediateTerm,
     SequenceCache,
-    StepDerivatives,
     backward_setup,
     backward_time_chunks,
     forward_setup,
@@ -361,6 +359,12 @@ LSTM_CELL = Cell("lstm", 4, ("h", "c"), lstm_step_forward, lstm_step_backward, l
 
 
 # -- the step's Jacobians, factored per hidden unit (the forward-mode algorithms of rnn_scratch.online) --------
+# (imported here, with the block they serve, so that the lines above keep the numbers docs/derivations.md quotes)
+from dataclasses import replace  # noqa: E402
+
+from ._common import ImmediateTerm, StepDerivatives  # noqa: E402
+
+
 def lstm_step_derivatives(cache: LSTMStepCache) -> StepDerivatives:
     r"""The Jacobians of one step, per hidden unit: :class:`~rnn_scratch.functional.StepDerivatives`.
 

@@ -20,22 +20,12 @@ collects every da_t and does that sum as one GEMM after the time loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
 from ..backend import array_module, fused_enabled, launch
-from ._common import (
-    Cell,
-    ImmediateTerm,
-    SequenceCache,
-    StepDerivatives,
-    backward_setup,
-    forward_setup,
-    rejoin_padded,
-    split_padded,
-    unpack,
-)
+from ._common import Cell, SequenceCache, backward_setup, forward_setup, rejoin_padded, split_padded, unpack
 from ._cuda import fused_loop, ints, run_time_loop
 from ._gemm import RecurrentWeight, input_gradient, input_projection, weight_gradients
 from ._parallel import batch_blocks
@@ -257,6 +247,12 @@ RNN_RELU_CELL = Cell("rnn_relu", 1, ("h",), partial(rnn_step_forward, nonlineari
 
 
 # -- the step's Jacobians, factored per hidden unit (the forward-mode algorithms of rnn_scratch.online) --------
+# (imported here, with the block they serve, so that the lines above keep the numbers docs/derivations.md quotes)
+from dataclasses import replace  # noqa: E402
+
+from ._common import ImmediateTerm, StepDerivatives  # noqa: E402
+
+
 def rnn_step_derivatives(cache: RNNStepCache) -> StepDerivatives:
     r"""The Jacobians of one step, per hidden unit: :class:`~rnn_scratch.functional.StepDerivatives`.
 
