@@ -379,6 +379,98 @@ cmd_check.add_arguments = _check_arguments
 cmd_check.options = dict(backend=False, dtype=None, out=False)
 
 
+# -- online: gradient algorithms side by side --------------------------------------------------------
+def _online_arguments(p):
+    from .online import METHODS, TASKS
+
+    p.add_argument("--task", choices=TASKS, default="add",
+                   help="add: Marschall et al.'s add task; copy: recall n bits; sine: the seed's forecaster as a "
+                        "stream (default add)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="gradient methods to train with (default: all)")
+    p.add_argument("--cell", choices=CELL_CHOICES, default="rnn_tanh")
+    p.add_argument("--hidden", type=int_at_least(1), default=16, help="hidden units (default 16)")
+    p.add_argument("--steps", type=int_at_least(1), default=10000, help="steps of the stream per run (default 10000)")
+    p.add_argument("--seeds", type=int_at_least(1), default=5,
+                   help="runs per method, seeds --seed, --seed+1, ... (default 5)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: adam 3e-3, sgd 0.05)")
+    p.add_argument("--truncation", type=int_at_least(1),
+                   help="k of bptt (window of each update) and tbptt (steps back); default 6, only with those methods")
+    p.add_argument("--batch", type=int_at_least(1), default=1, help="independent streams per step (default 1)")
+    p.add_argument("--clip", type=positive_float, help="clip each update's global norm")
+    p.add_argument("--lags", type=int_at_least(1), nargs=2, metavar=("T1", "T2"),
+                   help="add task: the lags of its two dependencies (default 5 8)")
+    p.add_argument("--length", type=int_at_least(1), help="copy task: bits per episode (default 3)")
+    p.add_argument("--every", type=int_at_least(1), help="steps per point of the curves (default steps/50)")
+    p.add_argument("--no-exact", action="store_true",
+                   help="skip the exact RTRL run alongside each method (no alignment or variance curves)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("online", "train online with BPTT, truncated BPTT, RTRL, UORO, KF-RTRL, SnAp and RFLO side by side: "
+                   "learning curves, alignment with the exact gradient, variance, cost table; JSON and plots")
+def cmd_online(args):
+    import json
+
+    from .online import study, tasks
+
+    options = {}
+    if args.lags is not None:
+        if args.task != "add":
+            raise ValueError(f"--lags belongs to the add task, not --task {args.task}")
+        options["lags"] = tuple(args.lags)
+    if args.length is not None:
+        if args.task != "copy":
+            raise ValueError(f"--length belongs to the copy task, not --task {args.task}")
+        options["length"] = args.length
+    if args.task == "add":
+        options.setdefault("lags", (5, 8))
+    task = tasks.make_task(args.task, **options)
+    windowed = [m for m in args.methods if m in ("bptt", "tbptt")]
+    if args.truncation is not None and not windowed:
+        raise ValueError("--truncation is the k of bptt and tbptt, and neither is among --methods")
+    truncation = (args.truncation or 6) if windowed else None
+    if args.every is not None and args.every > args.steps:
+        raise ValueError(f"--every {args.every} is more than --steps {args.steps}")
+    print(f"online: {task.describe()}, {args.cell} hidden {args.hidden}, {args.steps} steps x {args.seeds} seeds, "
+          f"batch {args.batch}, {args.optimizer} lr {args.lr or ('3e-3' if args.optimizer == 'adam' else '0.05')}"
+          f"{f', truncation {truncation}' if truncation else ''}, {args.dtype}; methods {' '.join(args.methods)}")
+    result = study.run_study(task, args.methods, seeds=args.seeds, seed=args.seed, cell=args.cell, hidden=args.hidden,
+                             steps=args.steps, batch=args.batch, optimizer=args.optimizer, lr=args.lr,
+                             truncation=truncation, clip=args.clip, exact=not args.no_exact, every=args.every,
+                             dtype=args.dtype, backend=args.backend, show_progress=not args.no_progress)
+    result["command"] = "python -m rnn_scratch online " + " ".join(sys.argv[2:])
+    table = study.cost_table(result)
+    base = os.path.join(args.out, f"online_{task.name}")
+    with open(base + ".json", "w") as f:
+        json.dump(study.json_ready(result), f, indent=1, allow_nan=False)
+    variance = result["estimator_variance"]
+    notes = []
+    if "ratio_kf_rtrl_to_uoro" in variance:
+        notes.append(f"estimator variance at the initial weights ({variance['samples']} draws, {variance['steps']} "
+                     f"steps): uoro {variance['uoro']:.3g}, kf-rtrl {variance['kf-rtrl']:.3g}, ratio kf-rtrl / uoro "
+                     f"{variance['ratio_kf_rtrl_to_uoro']:.3g} (squared norm of the exact gradient "
+                     f"{variance['exact_squared_norm']:.3g})")
+    with open(base + ".txt", "w") as f:
+        f.write("\n".join([table, *notes]) + "\n")
+    print(table)
+    for line in notes:
+        print(line)
+    plots = [study.plot_learning_curves] + ([] if args.no_exact else [study.plot_alignment, study.plot_variance])
+    paths = []
+    for plot, suffix in zip(plots, ("loss", "alignment", "variance")):
+        paths.append(f"{base}_{suffix}.png")
+        plot(result, paths[-1])
+    print("wrote", base + ".json", base + ".txt", *paths)
+    return 0
+
+
+cmd_online.needs = lambda args: [("matplotlib", "plots")]
+cmd_online.add_arguments = _online_arguments
+cmd_online.options = dict(dtype="float64")
+
+
 # -- the parser and the error handler ---------------------------------------------------------------
 def build_parser():
     from . import __version__

@@ -4,7 +4,7 @@ Every cell's state is a tuple, ``(h,)`` or ``(h, c)``; :data:`CELLS` maps each c
 :class:`Cell` record (gate count, state names, the four functions).
 """
 
-from ._common import PARAM_NAMES, Cell, TimeSlots, param_name
+from ._common import PARAM_NAMES, Cell, ImmediateTerm, StepDerivatives, TimeSlots, param_name
 from .gru import GRU_CELL, GRUCache, GRUStepCache, gru_backward, gru_forward, gru_step_backward, gru_step_forward
 from .lstm import (
     LSTM_CELL,
@@ -41,7 +41,8 @@ from .sequence import (
 )
 
 __all__ = [
-    "ALIASES", "CELL_CHOICES", "CELL_NAMES", "CELLS", "Cell", "PARAM_NAMES", "ReferenceCache", "TimeSlots",
+    "ALIASES", "CELL_CHOICES", "CELL_NAMES", "CELLS", "Cell", "ImmediateTerm", "PARAM_NAMES", "ReferenceCache",
+    "StepDerivatives", "TimeSlots",
     "canonical_cell_name", "get_cell", "param_name",
     "GRU_CELL", "GRUCache", "GRUStepCache", "gru_backward", "gru_forward", "gru_step_backward", "gru_step_forward",
     "LSTM_CELL", "LSTMCache", "LSTMStepCache", "lstm_backward", "lstm_forward", "lstm_step_backward",

@@ -244,3 +244,41 @@ RNN_TANH_CELL = Cell("rnn_tanh", 1, ("h",), partial(rnn_step_forward, nonlineari
                      partial(rnn_forward, nonlinearity="tanh"), rnn_backward, memory=(2, 1))
 RNN_RELU_CELL = Cell("rnn_relu", 1, ("h",), partial(rnn_step_forward, nonlinearity="relu"), rnn_step_backward,
                      partial(rnn_forward, nonlinearity="relu"), rnn_backward, memory=(2, 1))
+
+
+# -- the step's Jacobians, factored per hidden unit (the forward-mode algorithms of rnn_scratch.online) --------
+# (imported here, with the block they serve, so that the lines above keep the numbers docs/derivations.md quotes)
+from dataclasses import replace  # noqa: E402
+
+from ._common import ImmediateTerm, StepDerivatives  # noqa: E402
+
+
+def rnn_step_derivatives(cache: RNNStepCache) -> StepDerivatives:
+    r"""The Jacobians of one step, per hidden unit: :class:`~rnn_scratch.functional.StepDerivatives`.
+
+    Every parameter reaches h_t through a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh, and row j of each
+    parameter only through a_t[j]; so, with phi'(a_t) written through the output (tanh: 1 - h_t^2,
+    relu: [h_t > 0])::
+
+        d h_t[j] / d W_ih[j', k] = delta_jj' phi'(a_t[j]) x_t[k]
+        d h_t[j] / d W_hh[j', k] = delta_jj' phi'(a_t[j]) h_{t-1}[k]
+        d h_t[j] / d b_ih[j']    = d h_t[j] / d b_hh[j'] = delta_jj' phi'(a_t[j])
+
+    one Kronecker term, E[0, 0, j] = phi'(a_t[j]) (B, 1, 1, H), inputs x_t, h_{t-1}, 1, 1. A unit has no state
+    of its own besides what W_hh carries (local = 0)::
+
+        d h_t / d h_{t-1} = diag(phi'(a_t)) W_hh          (E times W_rec = W_hh, term 0)
+    """
+    xp = array_module(cache.h)
+    B, H = cache.h.shape
+    dphi = _activation_grad(xp, cache.h, cache.nonlinearity)  # phi'(a_t)
+    inputs = {"weight_ih": cache.x, "weight_hh": cache.h_prev}
+    if cache.params.get("bias_ih") is not None:
+        inputs.update(bias_ih=None, bias_hh=None)
+    term = ImmediateTerm(dphi[:, None, None, :], inputs, ((True,),))
+    local = xp.zeros((B, 1, 1, H), dtype=cache.h.dtype)
+    return StepDerivatives(local, ((False,),), (term,), 0, cache.params["weight_hh"])
+
+
+RNN_TANH_CELL = replace(RNN_TANH_CELL, step_derivatives=rnn_step_derivatives)
+RNN_RELU_CELL = replace(RNN_RELU_CELL, step_derivatives=rnn_step_derivatives)
