@@ -44,6 +44,10 @@ class LayerError(Exception):
     """A call of the layer under test went wrong (raised, never returned, returned the wrong thing): a finding."""
 
 
+class LayerTimeout(LayerError):
+    """A call of the layer under test did not return within the time limit."""
+
+
 class RelabelUnavailable(Exception):
     """The unit layout of some parameter is not known, so hidden units cannot be relabelled."""
 
@@ -162,21 +166,26 @@ def inverse_perms(perms):
     return {key: np.argsort(p) for key, p in perms.items()}
 
 
+_SUFFIX = re.compile(r"^(.+)_l(\d+)(_reverse)?$")
+
+
 def swap_directions(params, *, hidden_size):
     """The parameters with the two directions exchanged: ``*_l{k}`` takes ``*_l{k}_reverse``'s value and the
-    other way round; for k >= 1 the input columns of ``weight_ih`` swap halves too (layer k-1's output is
-    [forward units, reverse units]). An involution, and a permutation of coordinates (gradients map alike)."""
+    other way round (any name with torch's suffix: a peephole or a LayerNorm gain too); for k >= 1 the input
+    columns of ``weight_ih`` swap halves as well (layer k-1's output is [forward units, reverse units]). An
+    involution, and a permutation of coordinates (gradients map alike)."""
     out = {}
     for name, value in params.items():
-        parsed = parse_name(name)
-        if parsed is None:
-            raise RelabelUnavailable(f"parameter {name!r}: which direction owns it is unknown")
-        kind, layer, d = parsed
+        m = _SUFFIX.match(name)
+        if m is None:
+            raise RelabelUnavailable(f"parameter {name!r}: which layer and direction own it is unknown (torch's "
+                                     "names end in _l<k> or _l<k>_reverse)")
+        kind, layer, reverse = m.group(1), int(m.group(2)), bool(m.group(3))
         value = np.asarray(value)
         if kind == "weight_ih" and layer > 0:
             H = hidden_size
             value = np.concatenate([value[:, H:2 * H], value[:, :H]], axis=1)
-        out[f"{kind}_l{layer}{'' if d else '_reverse'}"] = value
+        out[f"{kind}_l{layer}{'' if reverse else '_reverse'}"] = value
     return out
 
 
@@ -202,13 +211,26 @@ def guarded(what, fn, *args, limit=None):
         with np.errstate(all="ignore"):
             return fn(*args)
     except _Stop:
-        raise LayerError(f"{what} did not return within {limit:g} s") from None
+        raise LayerTimeout(f"{what} did not return within {limit:g} s") from None
+    except LayerError:
+        raise
     except (Exception, SystemExit) as exc:
         raise LayerError(f"{what} raised {type(exc).__name__}: {exc}") from exc
     finally:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+
+
+def _named(what, fn, *args):
+    """``fn(*args)`` with what it raises turned into :class:`LayerError` naming ``what`` (no timer: it runs inside
+    :func:`guarded`, whose one timer covers the whole call)."""
+    try:
+        return fn(*args)
+    except LayerError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise LayerError(f"{what} raised {type(exc).__name__}: {exc}") from exc
 
 
 def _host(value, what, shape, dtype=None):
@@ -262,6 +284,7 @@ class Adapter:
     kind = "adapter"
     supports_lengths = True
     memoryless = None
+    zero_at_zero = True  # with every parameter and the state zero the outputs are zero (tanh, relu, the gates)
     torch_layout = True  # parameters named and laid out as torch's (relabelling, direction swap, roles)
 
     def __init__(self, layer, label):
@@ -337,7 +360,8 @@ class Adapter:
         given = {"x": x, "the initial state": states, "lengths": lengths, "dout": dout, "dstate_n": dstates,
                  "the parameters": params}
         kept = copy.deepcopy(given)
-        out, finals, dx, d0, grads = self._run(params, x, states, lengths, dout, dstates)
+        what = f"{self.label} ({'forward and backward' if dout is not None else 'forward'})"
+        out, finals, dx, d0, grads = guarded(what, self._run, params, x, states, lengths, dout, dstates)
         changed = [k for k in given if not _same(given[k], kept[k])]
         D, H = self.num_directions, self.hidden_size
         out_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
@@ -499,8 +523,9 @@ class CustomAdapter(Adapter):
 
     ``state``/``dstate``: None or a tuple of arrays (L*D, B, H), one per state part; ``grads``: a dict keyed
     like the parameters. Optional attributes (default): ``num_layers`` (1), ``bidirectional`` (False),
-    ``batch_first`` (False), ``state_names`` (("h",)), ``supports_lengths`` (True), ``memoryless`` (None: the
-    state reaches the next step only through the recurrent weights), and ``unit_layout``: ``"torch"`` when
+    ``batch_first`` (False), ``state_names`` (("h",); the first part is the one output), ``supports_lengths``
+    (True), ``memoryless`` (None; True: the state reaches the next step only through the recurrent weights),
+    ``zero_at_zero`` (True: zero parameters and state give zero outputs), and ``unit_layout``: ``"torch"`` when
     the parameters carry torch's names and gate-blocked layout (G blocks of H rows), which is what relabelling
     hidden units, exchanging directions and zeroing input or recurrent weights need; without it those
     properties are reported as not available.
@@ -526,6 +551,7 @@ class CustomAdapter(Adapter):
         self.state_names = tuple(getattr(layer, "state_names", ("h",)))
         self.supports_lengths = bool(getattr(layer, "supports_lengths", True))
         self.memoryless = getattr(layer, "memoryless", None)
+        self.zero_at_zero = bool(getattr(layer, "zero_at_zero", True))
         self.torch_layout = getattr(layer, "unit_layout", None) == "torch"
         params = guarded(f"{self.label}.get_parameters()", layer.get_parameters)
         if not isinstance(params, dict) or not params:
@@ -551,19 +577,18 @@ class CustomAdapter(Adapter):
 
     def _run(self, params, x, states, lengths, dout, dstates):
         layer = self.layer
-        guarded(f"{self.label}.set_parameters()", layer.set_parameters, params)
-        args = (x, states, None if lengths is None else lengths)
-        res = guarded(f"{self.label}.forward()", layer.forward, *args)
+        _named(f"{self.label}.set_parameters()", layer.set_parameters, params)
+        res = _named(f"{self.label}.forward()", layer.forward, x, states, lengths)
         if not isinstance(res, tuple) or len(res) != 2:
             raise LayerError(f"{self.label}.forward() returned {type(res).__name__}, expected (out, state)")
         out, finals = res
         if dout is None:
             return out, finals, None, None, None
         if callable(getattr(layer, "gradients", None)):
-            g = guarded(f"{self.label}.gradients()", layer.gradients, x.copy(), None if states is None else tuple(
+            g = _named(f"{self.label}.gradients()", layer.gradients, x.copy(), None if states is None else tuple(
                 s.copy() for s in states), lengths, dout, dstates)
         else:
-            g = guarded(f"{self.label}.backward()", layer.backward, dout, dstates)
+            g = _named(f"{self.label}.backward()", layer.backward, dout, dstates)
         if not isinstance(g, tuple) or len(g) != 3:
             raise LayerError(f"{self.label}'s backward returned {type(g).__name__}, expected (dx, dstate0, grads)")
         return out, finals, *g

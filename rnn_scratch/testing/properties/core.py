@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from .adapters import Call, LayerError, Result
+from .adapters import Call, LayerError, LayerTimeout, Result
 
 F64_TOL = 1e-9
 F32_MULTIPLE = 4
 F32_FLOOR_ULPS = 32
-F32_DTYPE_ULPS = 64
+F32_DTYPE_ULPS = 32
 EPS32 = float(np.finfo(np.float32).eps)
 
 
@@ -99,13 +99,15 @@ class Case:
     call: Call
     extra: dict = field(default_factory=dict)
     regime: Regime = WIDE
+    state_names: tuple = ("h", "c")
 
     def describe(self, width=70):
         """One line for a report: sizes, then the arrays (cut to ``width`` characters each)."""
         parts = [" ".join(f"{k}={v}" for k, v in self.sizes.items()) + f" ({self.regime.name} values)"]
         c = self.call
-        items = [("x", c.x), *[(f"state{k}", s) for k, s in enumerate(c.states or ())], ("lengths", c.lengths),
-                 ("dout", c.dout), *[(f"dstate{k}_n", s) for k, s in enumerate(c.dstates or ())]]
+        items = [("x", c.x), *[(f"{n}0", s) for n, s in zip(self.state_names, c.states or ())],
+                 ("lengths", c.lengths), ("dout", c.dout),
+                 *[(f"d{n}_n", s) for n, s in zip(self.state_names, c.dstates or ())]]
         items += [(k, v) for k, v in self.extra.items() if not isinstance(v, (dict, tuple))]
         items += sorted(c.params.items())
         for name, value in items:
@@ -149,6 +151,12 @@ class Outcome:
     problems: list = field(default_factory=list)  # sentences: a call raised, changed its input, ...
     undecided: str | None = None  # why this case cannot decide (e.g. a kink of relu within the step)
     details: list = field(default_factory=list)  # extra sentences for the report
+    timed_out: bool = False  # a call did not return: shrinking would cost the time limit per try
+
+    def failed_call(self, exc: LayerError):
+        """Record a call that raised, returned the wrong thing or never returned."""
+        self.problems.append(str(exc))
+        self.timed_out = self.timed_out or isinstance(exc, LayerTimeout)
 
     @property
     def ok(self):
@@ -225,7 +233,7 @@ class Context:
                     allowed = F32_MULTIPLE * _max_error(expected, truth) + F32_FLOOR_ULPS * EPS32 * s
                     outcome.comparisons.append(Comparison(*key, "float32", _max_error(got, truth), allowed, s))
         except LayerError as exc:
-            outcome.problems.append(str(exc))
+            outcome.failed_call(exc)
         return outcome
 
 

@@ -118,7 +118,7 @@ def _well_formed(ctx, case):
                 err = float(np.abs(np.asarray(again[k], np.float64) - v).max(initial=0.0))
                 outcome.comparisons.append(Comparison("the same call repeated", k, dtype, err, allowed, scale[k]))
     except LayerError as exc:
-        outcome.problems.append(str(exc))
+        outcome.failed_call(exc)
     return outcome
 
 
@@ -223,6 +223,16 @@ def _bidirectional(ctx, case):
                  "h_n"): (h_n, at_ends)}
 
     return ctx.relation(sides, call)
+
+
+def _bidirectional_applies(adapter, dtypes):
+    if adapter.num_directions != 2:
+        return "does not apply: unidirectional"
+    try:
+        adapter.swap_directions(adapter.parameters())
+    except RelabelUnavailable as exc:
+        return f"not available: {exc}"
+    return None
 
 
 # -- relabel ---------------------------------------------------------------------------------------------
@@ -395,7 +405,7 @@ def _directional(ctx, case, per_block=False):
                 outcome.details.append(f"along each input alone, these gradients disagree: {', '.join(wrong)}; "
                                        f"these agree: {', '.join(right) or 'none'}")
     except LayerError as exc:
-        outcome.problems.append(str(exc))
+        outcome.failed_call(exc)
     return outcome
 
 
@@ -431,7 +441,7 @@ def _zero_input(ctx, case):
     first_layer_input = lambda k: roles[k] == "input" and parse_name(k)[1] == 0  # noqa: E731
     base = call.but(params=_zeroed(call.params, first_layer_input),
                     states=tuple(np.zeros_like(d) for d in call.dstates))
-    zero_at_zero = getattr(ctx.adapter, "zero_at_zero", True)
+    zero_at_zero = ctx.adapter.zero_at_zero
 
     def sides(run):
         r, other = ctx.named(run(base)), ctx.named(run(base.but(x=case.extra["x2"])))
@@ -501,26 +511,26 @@ def _dtype(ctx, case):
             outcome.comparisons.append(Comparison("float32 against float64 on the same numbers", k, "float32", err,
                                                   F32_DTYPE_ULPS * EPS32 * scale[k], scale[k]))
     except LayerError as exc:
-        outcome.problems.append(str(exc))
+        outcome.failed_call(exc)
     return outcome
 
 
 # -- what a broken relation suggests ---------------------------------------------------------------------
 def _forward_or_backward(outcome, forward_text, backward_text):
+    """The sentence for what broke in the smallest case: outputs or final states, or only gradients."""
     broken = {c.tensor for c in outcome.broken()}
     if not broken:
         return None
-    if broken & {"out", "h_n", "c_n"} or any(t.endswith("_n") for t in broken):
+    if "out" in broken or any(t.endswith("_n") for t in broken):
         return forward_text
-    return backward_text
+    return "only gradients break in this case: " + backward_text
 
 
 def _split_hint(outcome):
     return _forward_or_backward(
         outcome, "the forward differs when the state is carried: the final state returned is not the state the "
                  "next call should start from (or the initial state is not used as given)",
-        "the outputs and final state hold but the gradients do not: the gradient reaching the initial state (or "
-        "the one carried between steps) is incomplete")
+        "the gradient reaching the initial state (or the one carried between steps) is incomplete")
 
 
 def _padding_hint(outcome):
@@ -530,7 +540,8 @@ def _padding_hint(outcome):
     return _forward_or_backward(
         outcome, "padded steps change the state or the outputs (outputs past a row's length must be zero and h_n "
                  "the state at its last valid step)",
-        "the forward handles padding but the backward lets gradient in or out at padded steps")
+        "gradient goes in or out at padded steps (or the forward's padding error does not show in the outputs "
+        "of this case)")
 
 
 def _batch_hint(outcome):
@@ -570,8 +581,7 @@ PROPERTIES = (
     Property("bidirectional", "the reverse direction equals the forward direction of the time-reversed input with "
              "the reverse weights: exchanging the directions' weights and reversing each row in time mirrors every "
              "result", _bidirectional,
-             applies=lambda a, dtypes: None if a.num_directions == 2 else "does not apply: unidirectional",
-             hint=_bidirectional_hint),
+             applies=_bidirectional_applies, hint=_bidirectional_hint),
     Property("relabel", "relabelling hidden units (permuting rows and columns of every weight consistently) "
              "permutes the states and nothing else", _relabel, applies=_relabel_applies, draw_extra=_relabel_extra,
              min_H=2),

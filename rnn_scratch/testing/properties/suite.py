@@ -105,7 +105,8 @@ def property_cases(draw, subject, prop, dtypes=DTYPES, sizes=None):
         lengths = np.array(draw(st.lists(st.integers(1, T), min_size=B, max_size=B), label="lengths"))
         if prop.lengths == "padded":  # some row is shorter than T
             lengths[draw(st.integers(0, B - 1), label="short_row")] = draw(st.integers(1, T - 1), label="short")
-    case = Case({"I": I, "H": H, "T": T, "B": B}, Call(params, x, states, lengths, dout, dstates), regime=regime)
+    case = Case({"I": I, "H": H, "T": T, "B": B}, Call(params, x, states, lengths, dout, dstates), regime=regime,
+                state_names=adapter.state_names)
     case.extra = prop.draw_extra(draw, case, adapter)
     return case
 
@@ -219,7 +220,7 @@ class PropertyReport:
 
 
 # -- the search ------------------------------------------------------------------------------------------
-class _Stop(Exception):
+class _Stop(BaseException):  # not an Exception: hypothesis does not shrink it, it ends the search
     pass
 
 
@@ -242,6 +243,9 @@ def _search(subject, prop, dtypes, max_examples, seed, deadline, sizes, shrink_l
             seen["undecided"] += outcome.undecided is not None
         if not outcome.ok:
             seen["failing"] = case
+        if outcome.timed_out:  # every further try could cost the call time limit: report this case as found
+            seen["stopped_by"] = "a call that did not return"
+            raise _Stop
         return not outcome.ok
 
     try:
