@@ -2,16 +2,13 @@
 property; every planted mistake is caught by the properties its table row names; failures shrink and say which
 relation broke; what a user hands the suite cannot crash it."""
 
-import io
 import os
 import time
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
 import torch
 
-from rnn_scratch import cli
 from rnn_scratch.functional import CELLS
 from rnn_scratch.layers import make_layer
 from rnn_scratch.testing import examples
@@ -32,6 +29,7 @@ from rnn_scratch.testing.properties.relations import directional_check
 
 from .properties.mini import Mini
 from .properties.mutants import CAUGHT_BY_README_ROW, MUTANTS
+from .test_cli import run_inline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRUCTURES = {  # between them: multi-layer, bidirectional, batch_first, with and without bias
@@ -226,14 +224,15 @@ class Slow(Mini):
 
 
 def test_hostile_layers_are_findings_not_crashes(monkeypatch):
-    report = check_properties(lambda I, H: NaNLayer("rnn", I, H), adapter="custom", max_examples=5)
+    report = check_properties(lambda I, H: NaNLayer("rnn", I, H), adapter="custom", max_examples=5, shrink_limit=20)
     wf = report.result("well-formed")
     assert wf.status == "FAIL" and "NaN or infinity in out" in str(report)
     assert {r.status for r in report.results if r.name != "well-formed"} <= {"not run", "n/a"}
-    report = check_properties(lambda I, H: NoisyGRU(I, H), adapter="torch", max_examples=5, properties=["well-formed"])
+    report = check_properties(lambda I, H: NoisyGRU(I, H), adapter="torch", max_examples=5, properties=["well-formed"],
+                              shrink_limit=20)
     assert not report.ok and "the same call repeated" in str(report)
     report = check_properties(lambda I, H: InPlace("rnn", I, H), adapter="custom", max_examples=5,
-                              properties=["well-formed"])
+                              properties=["well-formed"], shrink_limit=20)
     assert "changed its input x in place" in str(report)
     monkeypatch.setattr(adapters, "CALL_TIME_LIMIT_S", 0.2)
     start = time.perf_counter()
@@ -271,16 +270,6 @@ def test_a_time_limit_stops_the_search_and_says_so():
 
 
 # -- the command -----------------------------------------------------------------------------------------
-def run_inline(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            status = cli.main(list(args))
-        except SystemExit as exc:
-            status = exc.code
-    return status, out.getvalue(), err.getvalue()
-
-
 def test_the_command_exits_0_1_2_and_every_option_acts(tmp_path):
     base = ["properties", "torch.nn:GRU", "--adapter", "torch", "--max-examples", "2"]
     status, out, err = run_inline(*base, "--only", "batch", "split")

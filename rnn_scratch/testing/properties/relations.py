@@ -38,6 +38,7 @@ class Property:
     states: str = "maybe"
     float32_only: bool = False  # its cases are always moderate (the dtype property)
     hint: Callable | None = None  # (outcome) -> a sentence on what the broken tensors suggest, or None
+    diagnose: Callable | None = None  # evaluate(ctx, case) with more detail, run once on the smallest failing case
 
 
 # -- moving rows, steps, units and directions around -----------------------------------------------------
@@ -562,9 +563,16 @@ def _bidirectional_hint(outcome):
             "from each row's last valid step, or it uses the forward direction's weights")
 
 
+def _well_formed_hint(outcome):
+    if any(c.variant == "the same call repeated" for c in outcome.broken()):
+        return ("the layer is not deterministic: randomness left on (dropout, noise), or state kept between calls "
+                "(a buffer, accumulated gradients that are never cleared)")
+    return None
+
+
 PROPERTIES = (
     Property("well-formed", "every call returns finite arrays of the documented shapes and the call's dtype, leaves "
-             "its inputs unchanged, and gives the same results when repeated", _well_formed),
+             "its inputs unchanged, and gives the same results when repeated", _well_formed, hint=_well_formed_hint),
     Property("batch", "batch rows are independent: permuting the batch permutes outputs, states and input "
              "gradients; each row run alone gives its row; parameter gradients are sums over rows", _batch,
              draw_extra=lambda draw, case, adapter: {"perm": draw(st.permutations(range(case.sizes["B"])),
@@ -589,7 +597,8 @@ PROPERTIES = (
              _linearity, draw_extra=_linearity_extra),
     Property("directional", "a directional derivative of the forward (central differences along a random "
              "direction, float64) equals the gradients' inner product with that direction", _directional,
-             draw_extra=_directional_extra, states="always"),
+             draw_extra=_directional_extra, states="always",
+             diagnose=lambda ctx, case: _directional(ctx, case, per_block=True)),
     Property("zero-input", "zero input weights and zero state give the bias-only response: the same for every input "
              "and every row, no input gradient, and zero when every parameter is zero", _zero_input,
              applies=_roles_applies, draw_extra=_zero_input_extra, lengths="never", states="never"),

@@ -27,13 +27,14 @@ from .adapters import (
     guarded,
 )
 from .core import MODERATE, WIDE, Case, Context, draw_arrays
-from .relations import PROPERTIES, PROPERTY_NAMES, _directional
+from .relations import PROPERTIES, PROPERTY_NAMES
 
 ADAPTERS = {"torch": TorchAdapter, "rnn_scratch": RnnScratchAdapter, "custom": CustomAdapter}
 DTYPES = ("float64", "float32")
 DEFAULT_MAX_EXAMPLES = 25
 DEFAULT_SHRINK_LIMIT = 300
 MAX_SIZES = {"I": 3, "H": 3, "T": 4, "B": 3}  # small: failures shrink to a case a person can follow by hand
+MAX_PARAMETERS = 2000  # every weight is drawn: a case must fit hypothesis's buffer (8 KiB) with room for the extras
 
 
 class Subject:
@@ -65,6 +66,12 @@ class Subject:
                 raise UsageError(f"{self.label}({I}, {H}) returned None, expected a layer")
             kw = {"input_size": I} if self.make is CustomAdapter else {}
             built = self.make(layer, f"{self.label}({I}, {H})", **kw)
+            n = sum(int(np.size(v)) for v in built.parameters().values())
+            if n > MAX_PARAMETERS:
+                raise UsageError(f"{self.label}({I}, {H}) built a layer of {n} parameters (input_size="
+                                 f"{built.input_size}, hidden_size={built.hidden_size}): the properties draw every "
+                                 f"weight, so the factory must build the small sizes it is asked for (at most "
+                                 f"{MAX_PARAMETERS} parameters)")
             self._built[I, H] = {np.dtype(dt).name: (built if built.dtype == dt else built.astype(dt))
                                  for dt in DTYPES}
             self._built[I, H]["as built"] = built
@@ -89,8 +96,8 @@ def property_cases(draw, subject, prop, dtypes=DTYPES, sizes=None):
     w = regime.weight(I, H, adapter.num_directions, adapter.num_layers)
     S, LD, DH = adapter.num_states, adapter.num_layers * adapter.num_directions, adapter.num_directions * H
     with_states = {"never": False, "always": True}.get(prop.states) or draw(st.booleans(), label="with_state")
-    names = sorted(adapter.parameters())
     shapes = adapter.parameters()
+    names = sorted(shapes)
     specs = [(np.shape(shapes[k]), w) for k in names] + [((T, B, I), regime.x), ((T, B, DH), 1.0)]
     specs += [((LD, B, H), regime.state)] * (S if with_states else 0) + [((LD, B, H), 1.0)] * S
     values = draw_arrays(draw, specs)
@@ -188,9 +195,13 @@ class PropertyReport:
                 mark += f" after {r.examples}"
             marks.append(f"{r.name} {mark}")
         lines += textwrap.wrap("properties: " + ", ".join(marks), width=110, subsequent_indent="    ")
-        skipped = [r for r in self.results if r.status in ("n/a", "not run") and r.reason]
-        for r in skipped:
-            lines += textwrap.wrap(f"{r.name}: {r.reason}", width=110, initial_indent="  ", subsequent_indent="    ")
+        reasons = {}  # reason -> the properties it keeps out, in order
+        for r in self.results:
+            if r.status in ("n/a", "not run") and r.reason:
+                reasons.setdefault(r.reason, []).append(r.name)
+        for reason, names in reasons.items():
+            lines += textwrap.wrap(f"{', '.join(names)}: {reason}", width=110, initial_indent="  ",
+                                   subsequent_indent="    ")
         for r in self.failures:
             lines.append(f"- {r.name}: {r.statement}")
             details = []
@@ -255,6 +266,8 @@ def _search(subject, prop, dtypes, max_examples, seed, deadline, sizes, shrink_l
                     random=random.Random(seed))
         shrunk = True
     except NoSuchExample:
+        if seen["examples"] == 0:  # never a pass without a case
+            return "not run", None, {**seen, "reason": "no case could be drawn"}
         return "ok", None, seen
     except _Stop:
         if seen["failing"] is None:
@@ -302,13 +315,13 @@ def check_properties(factory, *, adapter, properties=None, dtypes=DTYPES, max_ex
             result = PropertyResult(prop.name, prop.statement, "n/a", reason)
         elif broken_calls:
             result = PropertyResult(prop.name, prop.statement, "not run", "the layer's calls are not well-formed "
-                                    "(see above): no relation can be judged on them")
+                                    "(see below): no relation can be judged on them")
         elif deadline is not None and time.monotonic() > deadline:
             result = PropertyResult(prop.name, prop.statement, "not run", "the time limit was reached first")
         else:
             status, case, seen = _search(subject, prop, dtypes, int(max_examples), seed, deadline, sizes,
                                          shrink_limit)
-            result = PropertyResult(prop.name, prop.statement, status, examples=seen["examples"],
+            result = PropertyResult(prop.name, prop.statement, status, seen.get("reason"), examples=seen["examples"],
                                     undecided=seen["undecided"], case=case, shrunk=seen.get("shrunk", True),
                                     stopped_by=seen.get("stopped_by"))
             if status == "FAIL":
@@ -331,10 +344,7 @@ def check_properties(factory, *, adapter, properties=None, dtypes=DTYPES, max_ex
 
 
 def _final_outcome(subject, prop, case, dtypes):
-    ctx = _context(subject, case, dtypes)
-    if prop.name == "directional":
-        return _directional(ctx, case, per_block=True)
-    return prop.evaluate(ctx, case)
+    return (prop.diagnose or prop.evaluate)(_context(subject, case, dtypes), case)
 
 
 # -- loading MODULE:FACTORY ------------------------------------------------------------------------------
