@@ -261,6 +261,26 @@ def test_bad_factories_are_usage_errors():
         check_properties(lambda I, H: torch.nn.GRU(I, H), adapter="jax")
     with pytest.raises(UsageError, match="must include float64"):
         check_properties(lambda I, H: torch.nn.GRU(I, H), adapter="torch", dtypes=["float32"])
+    with pytest.raises(UsageError, match=r"built a layer of 13056 parameters .*hidden_size=64"):
+        check_properties(lambda I, H: torch.nn.GRU(I, 64), adapter="torch")  # the sizes asked are ignored
+
+
+class CoupledInFloat32(Mini):
+    """Correct in float64; in float32 each row's input leaks 1e-3 of the batch mean into the output."""
+
+    def forward(self, x, state, lengths):
+        out, state = super().forward(x, state, lengths)
+        if x.dtype == np.float32:
+            out = out + np.float32(1e-3) * x.mean(axis=1, keepdims=True).sum(axis=2, keepdims=True)
+        return out, state
+
+
+def test_the_float32_side_of_a_relation_is_judged_too():
+    report = check_properties(lambda I, H: CoupledInFloat32("rnn", I, H), adapter="custom", properties=["batch"],
+                              max_examples=examples(20))
+    assert report.result("batch").status == "FAIL", str(report)
+    assert "broke (float32)" in str(report) and "broke (float64)" not in str(report)
+    assert "(moderate values)" in str(report)
 
 
 def test_a_time_limit_stops_the_search_and_says_so():
