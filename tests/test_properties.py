@@ -311,3 +311,16 @@ def test_the_command_exits_0_1_2_and_every_option_acts(tmp_path):
         assert status == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
     status, _, err = run_inline("properties", "torch.nn:GRU")  # --adapter is required
     assert status == 2 and "--adapter" in err
+
+
+@pytest.mark.slow
+def test_the_example_runs():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, os.path.join("examples", "properties_torch_gru.py"), "--max-examples", "12"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = " ".join(r.stdout.split())
+    assert "torch.nn.GRU through the torch adapter: HOLDS every property that applies (9 of 11)" in out
+    assert "UnpackingGRU through the torch adapter: BREAKS 2 of 2 properties" in out
