@@ -471,6 +471,60 @@ cmd_online.add_arguments = _online_arguments
 cmd_online.options = dict(dtype="float64")
 
 
+# -- properties: the reference-free suite -----------------------------------------------------------
+def _properties_arguments(p):
+    from .testing.properties import ADAPTERS, DEFAULT_MAX_EXAMPLES, PROPERTY_NAMES
+
+    p.add_argument("target", metavar="MODULE:FACTORY",
+                   help="a factory (input_size, hidden_size) -> layer: MODULE is a .py file or an importable module, "
+                        "e.g. torch.nn:GRU or my_layers.py:make_lstm (importing a file runs it)")
+    p.add_argument("--adapter", choices=sorted(ADAPTERS), required=True,
+                   help="how to call the layer: torch (torch.nn.RNN/LSTM/GRU), rnn_scratch, or custom (the protocol "
+                        "in rnn_scratch.testing.properties.adapters.CustomAdapter)")
+    p.add_argument("--only", nargs="+", choices=PROPERTY_NAMES, metavar="PROPERTY",
+                   help=f"check only these properties (default all: {', '.join(PROPERTY_NAMES)})")
+    p.add_argument("--dtypes", nargs="+", choices=["float64", "float32"], default=["float64", "float32"],
+                   help="float64 always; float32 too unless left out (default both)")
+    p.add_argument("--max-examples", type=int_at_least(1), default=DEFAULT_MAX_EXAMPLES,
+                   help=f"cases searched per property (default {DEFAULT_MAX_EXAMPLES})")
+    p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
+                   help="stop searching after this long; the properties not reached are reported as not run "
+                        "(exit 1: incomplete)")
+    p.add_argument("--no-progress", action="store_true", help="no line per property on stderr")
+
+
+@command("properties", "check a recurrent layer against relations every correct RNN satisfies (batch, split, padding, "
+                       "bidirectional, relabelling, linearity, directional derivative, zero weights, dtype); exit 0 "
+                       "all hold, 1 a property broke, 2 usage or import error")
+def cmd_properties(args):
+    from .testing.properties import UsageError, check_properties, load_factory
+
+    def progress(line):
+        print(line, file=sys.stderr, flush=True)
+
+    if "float64" not in args.dtypes:
+        print("rnn-scratch properties: error: --dtypes must include float64 (the truth float32 is judged against)",
+              file=sys.stderr)
+        return 2
+    try:
+        factory = load_factory(args.target)
+        report = check_properties(factory, adapter=args.adapter, properties=args.only, dtypes=args.dtypes,
+                                  max_examples=args.max_examples, seed=args.seed, time_limit=args.time_limit,
+                                  progress=None if args.no_progress else progress, label=args.target)
+    except UsageError as exc:
+        print(f"rnn-scratch properties: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if report.ok else 1
+
+
+cmd_properties.error_status = 2  # 1 means "a property broke"
+cmd_properties.needs = lambda args: [("hypothesis", "case search")] + (
+    [("torch", "the torch adapter")] if args.adapter == "torch" else [])
+cmd_properties.add_arguments = _properties_arguments
+cmd_properties.options = dict(backend=False, dtype=None, out=False)
+
+
 # -- the parser and the error handler ---------------------------------------------------------------
 def build_parser():
     from . import __version__
