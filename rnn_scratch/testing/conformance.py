@@ -728,6 +728,10 @@ class _Check:
         if spec.is_backward and self.status.get(spec.forward) == "fail":
             finding.notes.append(f"its forward {spec.forward} does not conform either (see above); its cache is "
                                  f"what this backward reads")
+        step = spec.name.replace(f"{self.cell}_", f"{self.cell}_step_", 1)
+        if spec.sequence and self.status.get(step) == "fail":
+            finding.notes.append(f"{step}, which CS231n's {spec.name} calls at every step, does not conform either "
+                                 f"(see above)")
         return finding
 
     def diagnose(self, spec, finding, cases_, outcomes):

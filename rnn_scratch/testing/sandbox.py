@@ -11,7 +11,6 @@ numbers, strings and numeric arrays back (:mod:`.sandbox_child` describes the wi
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import pickle
@@ -28,6 +27,7 @@ from . import sandbox_child as wire
 
 DEFAULT_CALL_LIMIT_S = 10.0
 DEFAULT_TIME_LIMIT_S = 120.0
+TAIL_BYTES = 16384
 _CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # tiny matrices
 
 
@@ -95,7 +95,7 @@ class Sandbox:
                                    "pass the path of the file that defines it")
         self._pid = self._popen = None
         self._to = self._from = self._out = None
-        self._tail = collections.deque(maxlen=64)
+        self._tail = bytearray()  # the end of what the child printed (faulthandler writes in many small pieces)
         self._drain = None
         self.loaded = None
         self.starts = 0
@@ -192,7 +192,8 @@ class Sandbox:
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     break
-                self._tail.append(chunk)
+                self._tail += chunk
+                del self._tail[:-TAIL_BYTES]
         except OSError:
             pass
         finally:
@@ -203,7 +204,7 @@ class Sandbox:
 
     def output_tail(self, chars=600):
         """The last ``chars`` characters the child printed."""
-        text = b"".join(self._tail)[-4 * chars:].decode("utf-8", "replace")
+        text = bytes(self._tail[-4 * chars:]).decode("utf-8", "replace")
         return text[-chars:]
 
     def _ended_text(self):
@@ -221,10 +222,13 @@ class Sandbox:
             what = f"ended the process with exit status {status} (os._exit or exit from another thread?)"
         if self._drain is not None:
             self._drain.join(0.5)
-        lines = [ln.strip() for ln in self.output_tail(2000).splitlines() if ln.strip()]
-        clue = [ln for ln in lines if ln.startswith(("File ", "Fatal Python error", "Current thread"))]
-        if clue:
-            what += f"; it printed: {clue[-1][:160]}"
+        lines = [ln.strip() for ln in self.output_tail(4000).splitlines() if ln.strip()]
+        libraries = tuple({os.path.abspath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.__file__))})
+        frames = [ln for ln in lines if ln.startswith("File ") and wire.__file__ not in ln and "<string>" not in ln]
+        own = [ln for ln in frames if not ln[6:].startswith(libraries)] or frames
+        if own:  # faulthandler lists the most recent frame first, a traceback last
+            fatal = any(ln.startswith("Fatal Python error") for ln in lines)
+            what += f"; at {(own[0] if fatal else own[-1])[5:][:160]}"
         return what
 
     def _wait(self, timeout):
@@ -259,16 +263,10 @@ class Sandbox:
         self._wait(5.0)
 
     def close(self):
-        """Ask the child to quit, then make sure it has (kill)."""
+        """End the child with everything it started (a subprocess, a fork, a thread): its whole process group. Its
+        state is disposable, so it is killed rather than asked to quit."""
         if self._pid is not None:
-            try:
-                self._send({"op": "quit"}, (), 0.2)
-            except (OSError, TimeoutError):
-                pass
-            if self._wait(0.2) is None:
-                self.kill()
-            elif self._popen is None:
-                self._wait(0.1)
+            self.kill()
         for fd in (self._to, self._from):
             if fd is not None:
                 try:

@@ -96,12 +96,12 @@ def encode(value, buffers, depth=0):
         return tree
     if depth >= MAX_DEPTH:
         return {"o": _type_name(value), "x": "nested too deeply to send"}
-    if _type(value) in (tuple, list):
+    if _isinstance(value, (tuple, list)):  # a namedtuple is a tuple
         if _len(value) > MAX_ITEMS:
             return {"o": _type_name(value), "x": f"{_len(value)} items"}
-        key = "t" if _type(value) is tuple else "l"
+        key = "t" if _isinstance(value, tuple) else "l"
         return {key: [encode(v, buffers, depth + 1) for v in value]}
-    if _type(value) is dict:
+    if _isinstance(value, dict):
         if _len(value) > MAX_ITEMS:
             return {"o": "dict", "x": f"{_len(value)} items"}
         return {"m": [[_str(k)[:200] if _type(k) is str else _safe_repr(k), encode(v, buffers, depth + 1)]
@@ -373,6 +373,10 @@ def load(spec, buffers):
         package = _package_of(path)
         if folder not in sys.path:
             sys.path.insert(0, folder)  # siblings import as the learner runs them: `import layers`
+        top = package[1].split(".")[0] if package is not None else None
+        if top in sys.modules and not os.path.abspath(getattr(sys.modules[top], "__file__", "") or "").startswith(
+                os.path.join(package[0], top) + os.sep):
+            package = None  # the package's name is taken (a folder named json or numpy): load the file on its own
         if package is not None:
             root, dotted = package
             if root not in sys.path:
@@ -459,10 +463,10 @@ def _encode_result(value, how, buffers):
             return {"v": None} if value is None else {"l": [{"v": _str(k)[:200]} for k in list(value)[:MAX_ITEMS]]}
         except Exception as exc:  # noqa: BLE001
             return {"o": _type_name(value), "x": f"cannot list its keys: {type(exc).__name__}"}
-    if _isinstance(how, dict) and _type(value) in (tuple, list):
+    if _isinstance(how, dict) and _isinstance(value, (tuple, list)):
         n = how["items"]
         items = [encode(v, buffers, 1) if k < n else {"o": _type_name(v)} for k, v in enumerate(value[:MAX_ITEMS])]
-        return {"t" if _type(value) is tuple else "l": items}
+        return {"t" if _isinstance(value, tuple) else "l": items}
     return encode(value, buffers)
 
 
