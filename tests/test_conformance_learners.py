@@ -11,7 +11,7 @@ from rnn_scratch.testing import ImplementationError, check_implementation
 from rnn_scratch.testing import conformance as kit
 from tests.conformance import submission
 
-FAST = dict(max_examples=12, call_limit=5, time_limit=120)
+FAST = dict(max_examples=8, call_limit=5, time_limit=120)
 
 
 def check(path, cell, **kw):
@@ -33,7 +33,7 @@ def test_a_correct_lstm_that_changes_dnext_c_in_place_conforms_with_a_warning(tm
     (warning,) = report.warnings
     assert warning.startswith("lstm_step_backward changes its argument dnext_c in place")
     assert "values it returns are right" in warning and "dnext_c = dnext_c + ..." in warning
-    assert "rnn_layers.py: CONFORMS, with 1 warning (cs231n convention, lstm), 12 examples per function" in \
+    assert "rnn_layers.py: CONFORMS, with 1 warning (cs231n convention, lstm), 8 examples per function" in \
         " ".join(str(report).split())
 
 

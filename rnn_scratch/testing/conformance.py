@@ -48,6 +48,7 @@ from .kit import (
     relative_error,
     same_results,
     search,
+    shrink_case,
 )
 from .sandbox import DEFAULT_CALL_LIMIT_S, DEFAULT_TIME_LIMIT_S
 
@@ -134,6 +135,18 @@ def cases(draw, spec, cell, max_T=4):
     arrays_ = {name: draw(arrays(np.float64, shape, elements=VALUES), label=name)
                for name, shape in _shapes(spec, cell, sizes).items()}
     return {"sizes": sizes, **arrays_}
+
+
+def sub_case(spec, cell, case, sizes):
+    """The leading part of a case at smaller sizes: the first rows, steps and features, and of each gate's block of
+    columns in Wx, Wh and b the first H."""
+    G, old = get_cell(cell).num_gates, case["sizes"]
+    N, D, H, T = sizes["N"], sizes["D"], sizes["H"], sizes.get("T", 1)
+    gates = np.concatenate([np.arange(j * old["H"], j * old["H"] + H) for j in range(G)])
+    cut = {"x": (slice(N), slice(T), slice(D)) if spec.sequence else (slice(N), slice(D)), "dh": (slice(N), slice(T),
+           slice(H)), "Wx": (slice(D), gates), "Wh": (slice(H), gates), "b": (gates,)}
+    return {"sizes": dict(sizes), **{k: v[cut.get(k, (slice(N), slice(H)))].copy()
+                                     for k, v in case.items() if k != "sizes"}}
 
 
 def random_case(spec, cell, sizes, rng):
@@ -661,7 +674,9 @@ class _Check:
             return not outcome.ok
 
         try:
-            minimal = search(failing, cases(spec, self.cell), self.max_examples, self.seed)
+            minimal = search(failing, cases(spec, self.cell), self.max_examples, self.seed, shrink=False)
+            if minimal is not None:
+                minimal = shrink_case(minimal, failing, lambda c, sizes: sub_case(spec, self.cell, c, sizes))
         except Stop as stop:
             return self.stopped(spec, stop.stopped, stop.case, stop.forward_failed)
         except SearchGaveUp as exc:

@@ -14,7 +14,7 @@ import types
 from dataclasses import dataclass, field
 
 import numpy as np
-from hypothesis import HealthCheck, find, settings
+from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException, NoSuchExample
 
@@ -24,9 +24,11 @@ from .sandbox_child import Opaque
 TOL = 1e-6  # relative error against ours (scale floored at 1e-3): float64 rounding is ~1e-15 of that
 FD_TOL = 1e-5
 DEFAULT_MAX_EXAMPLES = 60
+SHRINK_BUDGET = 300  # calls of the condition after the first failing case (hypothesis's shrinker)
 JUDGED_CASES = 3  # random cases of the smallest failing case's sizes, besides that case, that right/wrong rest on
 # 0, or a magnitude in [1e-3, 2]: no underflow in the learner's products (a module may set np.seterr(all="raise"))
-VALUES = st.one_of(st.just(0.0), st.floats(1e-3, 2.0), st.floats(-2.0, -1e-3))
+VALUES = st.floats(-2.0, 2.0, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64).map(
+    lambda v: 0.0 if abs(v) < 1e-3 else v)
 WIDTH = 110
 
 
@@ -248,6 +250,7 @@ class ConformanceReport:
                                    subsequent_indent="    ")
         for text in self.notes:
             lines += textwrap.wrap(f"note: {text}", width=WIDTH, subsequent_indent="    ")
+        causes = {}
         for f in self.failures:
             lines.append(f"- {f.function}:")
             details = []
@@ -267,8 +270,10 @@ class ConformanceReport:
             if f.steps:
                 details.append(f.steps)
             details += f.notes
-            if f.cause:
-                details.append(f"likely cause: {f.cause}")
+            if f.cause:  # said once in full
+                details.append(f"likely cause: {f.cause}" if f.cause not in causes else
+                               f"likely cause: the same as for {causes[f.cause]}")
+                causes.setdefault(f.cause, f.function)
             for text in details:
                 lines += textwrap.wrap(text, width=WIDTH, initial_indent="    ", subsequent_indent="        ")
         return "\n".join(line for line in lines if line)
@@ -288,19 +293,60 @@ def describe_case(case, width=60):
 
 
 # -- the search ------------------------------------------------------------------------------------------
-def search(condition, strategy, max_examples, seed):
-    """The smallest case hypothesis finds for which ``condition`` holds, or None. What ``condition`` raises
-    (:class:`Stop`) ends the search at once. A condition whose answer changes for the same case makes hypothesis
-    give up: that is raised as ``HypothesisException`` for the caller to report."""
+class _Enough(Exception):
+    pass
+
+
+def search(condition, strategy, max_examples, seed, shrink_budget=None, shrink=True):
+    """The smallest case hypothesis finds for which ``condition`` holds, or None. Shrinking stops after
+    ``shrink_budget`` more calls of ``condition``; with ``shrink=False`` the first failing case is returned as drawn
+    (for a caller that shrinks it itself). What ``condition`` raises (:class:`Stop`) ends the search at once. A
+    condition whose answer changes for the same case makes hypothesis give up: that is raised as
+    ``HypothesisException`` for the caller to report."""
+    state = {"best": None, "calls": 0}
+    shrink_budget = SHRINK_BUDGET if shrink_budget is None else shrink_budget
+    phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
+
+    def budgeted(case):
+        if state["best"] is not None:
+            state["calls"] += 1
+            if state["calls"] > shrink_budget:
+                raise _Enough
+        if condition(case):
+            state["best"] = case  # the shrinker only ever accepts a smaller failing case
+            return True
+        return False
+
     try:
-        return find(strategy, condition, settings=settings(max_examples=max_examples, database=None, deadline=None,
-                                                           suppress_health_check=list(HealthCheck)),
+        return find(strategy, budgeted, settings=settings(max_examples=max_examples, database=None, deadline=None,
+                                                          phases=phases, suppress_health_check=list(HealthCheck)),
                     random=random.Random(seed))
     except NoSuchExample:
         return None
+    except _Enough:
+        return state["best"]
 
 
 SearchGaveUp = HypothesisException
+
+
+def shrink_case(case, fails, sub_case, budget=200):
+    """A smaller failing case: each size as small as it can go (``sub_case(case, sizes)`` keeps the leading part of
+    every array), then the values rounded to one decimal. Values are never made 0: in the smallest case every
+    quantity stays non-trivial. ``fails`` may raise :class:`Stop`."""
+    best, calls, improved = case, 0, True
+    while improved and calls < budget:
+        improved = False
+        for key in best["sizes"]:
+            for smaller in range(1, best["sizes"][key]):
+                candidate = sub_case(best, {**best["sizes"], key: smaller})
+                calls += 1
+                if fails(candidate):
+                    best, improved = candidate, True
+                    break
+    rounded = {k: (np.where(np.round(v, 1) == 0, np.copysign(0.1, v), np.round(v, 1)) if isinstance(v, np.ndarray)
+                   else v) for k, v in best.items()}
+    return rounded if fails(rounded) else best
 
 
 @contextlib.contextmanager
