@@ -11,6 +11,7 @@ import pytest
 import rnn_scratch as rs
 from rnn_scratch.testing import ImplementationError, check_implementation, cs231n_reference
 from rnn_scratch.testing import conformance as kit
+from rnn_scratch.testing import layer_conformance as kit_layer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,6 +38,16 @@ def test_our_cs231n_functions_and_a_correct_learner_conform(cell):
 def test_our_layers_conform_to_the_layer_convention(make, cell):
     report = check_implementation(make, convention="layer", cell=cell, max_examples=25)
     assert report.ok, str(report)
+
+
+def test_a_layer_with_another_gate_order_is_diagnosed():
+    report = check_implementation("tests.conformance.learner_layers:SwappedLSTM", convention="layer", cell="lstm",
+                                  max_examples=20)
+    (finding,) = report.failures
+    assert "out" in finding.wrong and "the gate row blocks are used in the order (" in finding.cause, str(report)
+    labels = kit_layer.gate_labels("lstm")
+    used = ", ".join(labels[j] for j in (0, 1, 3, 2))
+    assert f"order ({used}); torch's (and this convention's) order is ({', '.join(labels)})" in finding.cause
 
 
 # (module, cell, failing functions, text the diagnosis must contain)

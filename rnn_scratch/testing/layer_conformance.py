@@ -120,6 +120,12 @@ def _pair(value, n, what, expected):
     return None, None, f"{what} returned {describe_value(value)}, expected {expected}"
 
 
+def _state_quantities(cell, final, d0):
+    """{h_n: ..., c_n: ..., dh0: ..., dc0: ...}, named by the cell's states."""
+    names = get_cell(cell).state_names
+    return {**{f"{n}_n": f for n, f in zip(names, final)}, **{f"d{n}0": d for n, d in zip(names, d0)}}
+
+
 def run_ours(cell, case, structure, weights=None):
     """rnn_scratch's layer on one case, here, in float64: {quantity: array}."""
     I, H = case["sizes"]["I"], case["sizes"]["H"]
@@ -131,8 +137,7 @@ def run_ours(cell, case, structure, weights=None):
                           _torch_form(tuple(s.copy() for s in case["state"])))
         dx, d0 = ours.backward(case["dout"].copy(), _torch_form(tuple(d.copy() for d in case["dstate"])))
     final, d0 = (final,) if n == 1 else final, (d0,) if n == 1 else d0
-    return {"out": out, "dx": dx, **{f"final{k}": f for k, f in enumerate(final)},
-            **{f"dstate0_{k}": d for k, d in enumerate(d0)},
+    return {"out": out, "dx": dx, **_state_quantities(cell, final, d0),
             **{f"grads[{k}]": np.asarray(v) for k, v in ours.grads.items()}}
 
 
@@ -238,8 +243,7 @@ class _Layer:
                                 f"state_dict")
             return out
         grads_before = run.steps[forward + 1].value if run.steps[forward + 1].ok else None
-        got = {"out": first, "dx": dx, **{f"final{k}": f for k, f in enumerate(final)},
-               **{f"dstate0_{k}": d for k, d in enumerate(d0)}}
+        got = {"out": first, "dx": dx, **_state_quantities(self.cell, final, d0)}
         for k, v in grads_after.items():
             old = grads_before.get(k) if isinstance(grads_before, dict) else None
             if isinstance(v, np.ndarray) and isinstance(old, np.ndarray) and old.shape == v.shape:

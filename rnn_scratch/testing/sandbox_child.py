@@ -458,11 +458,6 @@ def _argument(spec, arrays, target, slots, buffers):
 def _encode_result(value, how, buffers):
     if how == "type":
         return {"o": _type_name(value)}
-    if how == "keys":
-        try:
-            return {"v": None} if value is None else {"l": [{"v": _str(k)[:200]} for k in list(value)[:MAX_ITEMS]]}
-        except Exception as exc:  # noqa: BLE001
-            return {"o": _type_name(value), "x": f"cannot list its keys: {type(exc).__name__}"}
     if _isinstance(how, dict) and _isinstance(value, (tuple, list)):
         n = how["items"]
         items = [encode(v, buffers, 1) if k < n else {"o": _type_name(v)} for k, v in enumerate(value[:MAX_ITEMS])]
@@ -479,6 +474,17 @@ def _copying(fn):
 
 
 def run(header, buffers, target, out_fd, focus):
+    """Run a program: ``header["arrays"]`` are named arrays (fresh copies here), ``header["steps"]`` a list of
+
+    - ``{"call": REF, "args": [ARG, ...]}``: call what REF names; ``{"get": REF}``: read it;
+    - ``{"patch": NAME}``: until the program ends, the target's NAME is called with copies of its array arguments;
+
+    where REF is ``["target"]``, ``["attr", REF, name]``, ``["item", REF, index]`` or ``["slot", k]`` (what step k
+    gave) and ARG is ``{"arr": name}``, ``{"ref": REF}``, ``{"lit": value}``, ``{"tuple": [ARG...]}`` or
+    ``{"dict": {key: ARG}}``. A step may add ``"send"`` ("all", "type", or ``{"items": n}``: of a tuple, the first
+    n items and the type of the rest), ``"report": True`` (send the named arrays as they are after it) and
+    ``"soft": True`` (go on if it raises). Each step is answered as it ends; the first that raises (unless soft)
+    ends the program; ``{"done": True}`` closes it."""
     arrays = {name: decode(tree, buffers) for name, tree in header["arrays"].items()}
     slots, patched = {}, []
     try:
@@ -516,7 +522,8 @@ def run(header, buffers, target, out_fd, focus):
 
 
 def serve(in_fd, out_fd, target=None):
-    """Answer the kit's requests until it says quit or closes the pipe."""
+    """Answer the kit's requests (``load``, then ``run`` after ``run``) until it closes the pipe or kills this
+    process. ``target``: the object to check, in a forked child (the load request then only describes it)."""
     focus = None
     while True:
         try:
@@ -524,8 +531,6 @@ def serve(in_fd, out_fd, target=None):
         except EOFError:
             return
         op = header.get("op")
-        if op == "quit":
-            return
         if op == "load":
             spec = header["target"]
             focus = os.path.dirname(spec["path"]) if spec.get("path") else None
@@ -539,8 +544,6 @@ def serve(in_fd, out_fd, target=None):
             except BaseException as exc:  # noqa: BLE001
                 reply = {"ok": False, "error": describe_error(exc, exc.__traceback__, focus)}
             send(out_fd, reply)
-        elif op == "names":
-            send(out_fd, {"ok": True, "names": {n: _kind_of_attr(target, n) for n in header["names"]}})
         elif op == "run":
             run(header, buffers, target, out_fd, focus)
         else:
