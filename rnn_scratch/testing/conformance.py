@@ -18,7 +18,7 @@ argument changed in place while the values are right is a warning: ``CONFORMS, w
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from hypothesis import strategies as st
@@ -35,6 +35,7 @@ from .kit import (
     ConformanceReport,
     Finding,
     ImplementationError,
+    Outcome,
     SearchGaveUp,
     Stop,
     call_problem,
@@ -44,6 +45,7 @@ from .kit import (
     compare,
     describe_value,
     inplace_warning,
+    judge_outcomes,
     open_sandbox,
     relative_error,
     same_results,
@@ -157,28 +159,6 @@ def random_case(spec, cell, sizes, rng):
 
 
 # -- one function on one case, in the child ---------------------------------------------------------------
-@dataclass
-class Outcome:
-    """What the learner's function did on one case: its outputs (``got``) against ours (``expected``), the
-    problems and the relative error of each compared quantity; or that it is a stub, that its forward failed (for
-    a backward), or that the child stopped answering (``stopped``). ``changes``: (function, argument, how,
-    through) for every argument changed in place."""
-
-    expected: dict | None = None
-    got: dict | None = None
-    problems: list = field(default_factory=list)
-    errors: dict = field(default_factory=dict)
-    stub: bool = False
-    forward_failed: str | None = None
-    stopped: object = None
-    changes: list = field(default_factory=list)
-
-    @property
-    def ok(self):
-        return (self.stopped is None and not self.stub and self.forward_failed is None and not self.problems
-                and all(e <= TOL for e in self.errors.values()))
-
-
 def _reference_outputs(spec, case):
     """Ours, in float64, in this process, from copies of the case."""
     inputs = [np.array(case[k], dtype=np.float64) for k in spec.inputs]
@@ -711,34 +691,9 @@ class _Check:
         rng = np.random.default_rng([self.seed, 7])
         others = [random_case(spec, self.cell, case["sizes"], rng) for _ in range(JUDGED_CASES)]
         outcomes = [self.evaluate(spec, c) for c in (case, *others)]
-        head = outcomes[0]
-        if head.stopped is not None:
-            finding.problems.append(head.stopped.text)
+        judge_outcomes(finding, outcomes, spec.outputs)
+        if outcomes[0].stopped is not None:
             return finding
-        if head.forward_failed:
-            finding.problems.append(head.forward_failed)
-        finding.problems += head.problems
-        if head.ok:
-            finding.problems.append("failed during the search but passes now on the same case: it gives different "
-                                    "results for the same inputs")
-        extra = []
-        for o in outcomes[1:]:
-            for p in o.problems + ([o.stopped.text] if o.stopped is not None else []):
-                if p not in finding.problems and p not in extra:
-                    extra.append(p)
-        if extra:
-            finding.problems.append("on random cases of these sizes: " + "; ".join(extra))
-        valued = [o for o in outcomes if o.errors]
-        worst = {}
-        for o in valued:
-            for name, err in o.errors.items():
-                worst[name] = max(worst.get(name, 0.0), err)
-        finding.wrong = {k: v for k, v in worst.items() if v > TOL}
-        random_valued = [o for o in outcomes[1:] if o.errors]
-        if random_valued:
-            finding.right = [k for k in spec.outputs if k in worst and k not in finding.wrong
-                             and all(k in o.errors for o in valued)]
-        finding.judged = len(valued)
         self.diagnose(spec, finding, others, outcomes[1:])
         if spec.is_backward and self.status.get(spec.forward) == "fail":
             finding.notes.append(f"its forward {spec.forward} does not conform either (see above); its cache is "

@@ -158,6 +158,61 @@ def inplace_warning(function, argument, how, through=None):
             f"{argument} += ...")
 
 
+# -- one case, and a finding over several ----------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What the learner's code did on one case: its outputs (``got``) against ours (``expected``), the problems
+    and the relative error of each compared quantity; or that it is a stub, that the forward a backward needs
+    failed (``forward_failed``), or that the child stopped answering (``stopped``). ``changes``: (function,
+    argument, how, through) for every argument changed in place."""
+
+    expected: dict | None = None
+    got: dict | None = None
+    problems: list = field(default_factory=list)
+    errors: dict = field(default_factory=dict)
+    stub: bool = False
+    forward_failed: str | None = None
+    stopped: object = None
+    changes: list = field(default_factory=list)
+
+    @property
+    def ok(self):
+        return (self.stopped is None and not self.stub and self.forward_failed is None and not self.problems
+                and all(e <= TOL for e in self.errors.values()))
+
+
+def judge_outcomes(finding, outcomes, order=None):
+    """Fill ``finding`` from the failing case's outcome (first) and random cases of its sizes: the problems seen,
+    each quantity's largest error, and which quantities are right -- right in every case that could be compared,
+    at least one of them random (a quantity that is 0 for any code on the failing case is never called right on
+    that alone)."""
+    head = outcomes[0]
+    if head.stopped is not None:
+        finding.problems.append(head.stopped.text)
+        return finding
+    if head.forward_failed:
+        finding.problems.append(head.forward_failed)
+    finding.problems += head.problems
+    if head.ok:
+        finding.problems.append("failed during the search but passes now on the same case: it gives different "
+                                "results for the same inputs")
+    extra = [p for o in outcomes[1:] for p in o.problems + ([o.stopped.text] if o.stopped is not None else [])
+             if p not in finding.problems]
+    if extra:
+        finding.problems.append("on random cases of these sizes: " + "; ".join(dict.fromkeys(extra)))
+    valued = [o for o in outcomes if o.errors]
+    worst = {}
+    for o in valued:
+        for name, err in o.errors.items():
+            worst[name] = max(worst.get(name, 0.0), err)
+    finding.wrong = {k: v for k, v in worst.items() if v > TOL}
+    if any(o.errors for o in outcomes[1:]):
+        finding.right = [k for k in (order or worst) if k in worst and k not in finding.wrong
+                         and all(k in o.errors for o in valued)]
+    finding.judged = len(valued)
+    return finding
+
+
 # -- the report ------------------------------------------------------------------------------------------
 @dataclass
 class Finding:

@@ -27,6 +27,7 @@ from .kit import (
     ConformanceReport,
     Finding,
     ImplementationError,
+    Outcome,
     SearchGaveUp,
     Stop,
     call_problem,
@@ -34,6 +35,7 @@ from .kit import (
     compare,
     describe_value,
     inplace_warning,
+    judge_outcomes,
     open_sandbox,
     relative_error,
     same_results,
@@ -255,18 +257,6 @@ class _Layer:
         return out
 
 
-class Outcome:
-    """What the layer did on one case (see :class:`.conformance.Outcome`)."""
-
-    def __init__(self, expected):
-        self.expected, self.got, self.problems, self.errors = expected, None, [], {}
-        self.stopped, self.changes = None, []
-
-    @property
-    def ok(self):
-        return self.stopped is None and not self.problems and all(e <= TOL for e in self.errors.values())
-
-
 class _LayerCheck:
     def __init__(self, sandbox, label, cell, *, max_examples, seed, strict):
         loaded = sandbox.loaded
@@ -371,23 +361,7 @@ class _LayerCheck:
         rng = np.random.default_rng([self.seed, 7])
         others = [random_layer_case(self.cell, case["sizes"], self.structure, rng) for _ in range(JUDGED_CASES)]
         outcomes = [self.evaluate(c) for c in (case, *others)]
-        head = outcomes[0]
-        finding.problems += [head.stopped.text] if head.stopped is not None else head.problems
-        if head.ok:
-            finding.problems.append("failed during the search but passes now on the same case: it gives different "
-                                    "results for the same inputs")
-        extra = [p for o in outcomes[1:] for p in o.problems if p not in finding.problems]
-        if extra:
-            finding.problems.append("on random cases of these sizes: " + "; ".join(dict.fromkeys(extra)))
-        valued = [o for o in outcomes if o.errors]
-        worst = {}
-        for o in valued:
-            for name, err in o.errors.items():
-                worst[name] = max(worst.get(name, 0.0), err)
-        finding.wrong = {k: v for k, v in worst.items() if v > TOL}
-        if any(o.errors for o in outcomes[1:]):
-            finding.right = [k for k in worst if k not in finding.wrong and all(k in o.errors for o in valued)]
-        finding.judged = len(valued)
+        judge_outcomes(finding, outcomes)
         usable = [(c, o) for c, o in zip(others, outcomes[1:]) if o.got is not None]
         if usable and finding.wrong:
             finding.cause = self.gate_order(usable)
