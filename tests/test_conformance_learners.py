@@ -10,6 +10,7 @@ import pytest
 from rnn_scratch.testing import ImplementationError, check_implementation
 from rnn_scratch.testing import conformance as kit
 from tests.conformance import submission
+from tests.test_cli import run_inline
 
 FAST = dict(max_examples=8, call_limit=5, time_limit=120)
 
@@ -41,6 +42,9 @@ def test_strict_makes_the_warning_a_failure(tmp_path):
     report = check(submission.write(tmp_path), "lstm", strict=True)
     assert not report.ok and report.exit_status == 1 and report.verdict == "DOES NOT CONFORM"
     assert "warning (--strict: a failure): lstm_step_backward changes its argument dnext_c" in str(report)
+    argv = ["check", str(submission.write(tmp_path / "cli")), "--convention", "cs231n", "--cell", "lstm",
+            "--max-examples", "5"]
+    assert run_inline(*argv)[0] == 0 and run_inline(*argv, "--strict")[0] == 1
 
 
 def test_an_in_place_change_that_corrupts_a_cache_is_the_cause_only_when_copies_fix_it(tmp_path):

@@ -52,6 +52,7 @@ from .kit import (
     search,
     shrink_case,
 )
+from .layer_conformance import check_layer_implementation
 from .sandbox import DEFAULT_CALL_LIMIT_S, DEFAULT_TIME_LIMIT_S
 
 CONVENTIONS = ("cs231n", "layer")
@@ -831,8 +832,6 @@ def check_implementation(target, *, convention, cell, max_examples=None, seed=No
         raise TypeError(f"strict must be True or False, got {strict!r}")
     limits = dict(max_examples=max_examples, seed=seed, strict=strict, time_limit=time_limit, call_limit=call_limit)
     if convention == "layer":
-        from .layer_conformance import check_layer_implementation
-
         return check_layer_implementation(target, cell=cell, **limits)
     prefix = cs231n_cell(cell)
     names = [n for s in SPECS[prefix] for n in (s.name,)]
