@@ -7,6 +7,9 @@ has a wall-clock limit (``call_limit``) and the sandbox a deadline for all of th
 overruns is killed with its whole process group, one that exits or crashes is reported as what it did, and
 either way the next program starts a new child. Nothing in the child reaches this process: the kit reads only
 numbers, strings and numeric arrays back (:mod:`.sandbox_child` describes the wire format), never a pickle.
+
+POSIX only (process groups, ``select`` on pipes, ``fork``). The sandbox contains mistakes, not malice: code that
+sets out to signal its parent or to leave its process group is not stopped by it.
 """
 
 from __future__ import annotations
