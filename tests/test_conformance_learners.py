@@ -177,16 +177,24 @@ def test_a_stub_is_one_line(tmp_path):
     assert "returned no" not in text and "smallest failing case" not in text
 
 
-def test_nothing_but_stubs_is_said_in_one_line(tmp_path):
-    with pytest.raises(ImplementationError, match=r"nothing to check: lstm_step_forward, lstm_step_backward, "
-                                                  r"lstm_forward, lstm_backward not implemented \(returning None\)"):
-        check(submission.write(tmp_path, ["stub_lstm"]), "lstm")
+def test_nothing_but_stubs_is_a_report_of_one_line_each(tmp_path):
+    """The assignment's template, not filled in yet: a report (exit status 1), not a usage error (2)."""
+    report = check(submission.write(tmp_path, ["stub_lstm"]), "lstm")
+    assert report.exit_status == 1 and report.verdict == "NOT IMPLEMENTED YET" and not report.failures
+    lines = str(report).splitlines()
+    stubs = [f"{n}: not implemented (returns None)" for n in ("lstm_step_forward", "lstm_step_backward",
+                                                              "lstm_forward", "lstm_backward")]
+    assert lines[-5:] == ["checked: nothing", *stubs], lines
 
 
 def test_a_stub_behind_a_failing_forward_is_reported_and_a_backward_whose_forward_fails_says_so(tmp_path):
     report = check(submission.write(tmp_path, ["stub_step_backward_behind_failing_forward"]), "lstm")
     assert "lstm_step_backward: not implemented (returns None)" in str(report).splitlines(), str(report)
     assert "raised NotImplementedError: lstm_step_forward: to do" in failure(report, "lstm_step_forward").problems[0]
+    report = check(submission.write(tmp_path / "n", ["name_error_behind_stub_forward"]), "lstm")
+    assert re.search(r"not checked against ours \(its forward lstm_step_forward is not implemented \(returns None\)\), "
+                     r"but called with None for the cache it raised NameError: name 'dprev_h' is not defined",
+                     " ".join(str(report).split())), str(report)
     report = check(submission.write(tmp_path / "b", ["lstm_forward_raises"]), "lstm")
     assert report.not_checked.keys() == {"lstm_backward"} and "lstm_backward not checked" in str(report)
     assert re.fullmatch(r"its forward lstm_forward raised ValueError: lstm_forward: not finished \(line \d+ of "

@@ -587,11 +587,8 @@ class _Check:
                         f.notes.insert(0, f"it also changes {thing} in place ({how})")
         names = ", ".join(s.name for s in SPECS[self.cell])
         if not report.checked and report.incomplete is None:
-            if report.not_implemented:
-                parts = [f"{', '.join(report.not_implemented)} not implemented (returning None)"]
-                parts += [f"{n} not checked: {why}" for n, why in report.not_checked.items()]
-                parts += [f"{n} missing" for n in report.missing]
-                raise ImplementationError(f"{report.target}: nothing to check: {'; '.join(parts)}")
+            if report.not_implemented:  # a report (exit status 1), not a usage error: the template, not yet filled
+                return
             if report.not_checked:
                 raise ImplementationError(f"{report.target}: nothing can be checked: " + "; ".join(
                     f"{n}: {why}" for n, why in report.not_checked.items()))
@@ -670,9 +667,11 @@ class _Check:
             why = first.forward_failed or f"its forward {spec.forward} failed on every case tried"
             if self.status.get(spec.forward) == "fail":
                 why += " (see above)"
-            if raised:
-                why += f"; given None for the cache it {raised}"
-            self.report.not_checked[spec.name] = why
+            if raised:  # a name that does not exist fails whatever the cache: a mistake found without its forward
+                self.fail(Finding(spec.name, shrunk=False, problems=[
+                    f"not checked against ours ({why}), but called with None for the cache it {raised}"]))
+            else:
+                self.report.not_checked[spec.name] = why
             return
         if minimal is None:
             if first.ok or first.forward_failed is not None:

@@ -245,7 +245,8 @@ class ConformanceReport:
     ``warnings``: sentences (an argument changed in place while the values are right); ``not_implemented``:
     functions that return only None; ``not_checked``: {function: why}; ``missing``: functions not defined;
     ``incomplete``: why the check stopped early (its time limit), else None. ``exit_status``: 0 conforms,
-    1 does not, 3 incomplete (2, a usage or import error, is raised as :class:`ImplementationError`)."""
+    1 does not (a template whose functions all return None included), 3 incomplete (2, a usage or import error,
+    is raised as :class:`ImplementationError`)."""
 
     target: str
     convention: str
@@ -279,7 +280,7 @@ class ConformanceReport:
         if self.incomplete is not None:
             return "INCOMPLETE"
         if not self.checked:
-            return "NOTHING CHECKED"
+            return "NOT IMPLEMENTED YET" if self.not_implemented else "NOTHING CHECKED"
         n = len(self.warnings)
         return "CONFORMS" + (f", with {n} warning{'s' if n > 1 else ''}" if n else "")
 

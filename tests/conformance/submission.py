@@ -20,6 +20,7 @@ BUGS = {
     "sigmoid_grad_f_from_i", "db_keepdims", "db_wrong_axis", "squeeze_D", "dprev_h_half", "inplace_prev_c",
     # stubs
     "stub_lstm", "stub_lstm_backward", "stub_step_backward_behind_failing_forward", "lstm_forward_raises",
+    "name_error_behind_stub_forward",
     # hostile
     "exit_at_import", "sys_exit_in_function", "os_exit_at_import", "os_exit_in_function", "keyboard_interrupt",
     "generator_exit", "endless_loop", "endless_loop_ignoring_alarm", "hang_in_c", "seterr_raise",
@@ -197,6 +198,20 @@ def lstm_backward(dh, cache):
 
         def lstm_step_backward(dnext_h, dnext_c, cache):
             dx, dprev_h, dprev_c, dWx, dWh, db = None, None, None, None, None, None
+            pass
+            return dx, dprev_h, dprev_c, dWx, dWh, db
+        ''')
+    if "name_error_behind_stub_forward" in bugs:  # the forward still the template, the backward half written
+        source += textwrap.dedent('''
+
+        def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
+            next_h, next_c, cache = None, None, None
+            pass
+            return next_h, next_c, cache
+
+
+        def lstm_step_backward(dnext_h, dnext_c, cache):
+            dx, dprev_c, dWx, dWh, db = None, None, None, None, None
             pass
             return dx, dprev_h, dprev_c, dWx, dWh, db
         ''')
