@@ -348,29 +348,41 @@ cmd_gradflow.options = dict(backend=False, dtype=None)
 # -- check: the conformance kit ---------------------------------------------------------------------
 def _check_arguments(p):
     p.add_argument("target", metavar="PATH_OR_MODULE",
-                   help="a .py file or an importable module (cs231n convention); MODULE:ATTR or PATH:ATTR names a "
-                        "layer class or factory (layer convention)")
+                   help="a .py file (cs231n/rnn_layers.py: a file inside a package folder is imported as the "
+                        "package's module) or an importable module; MODULE:ATTR or PATH:ATTR names a layer class, "
+                        "factory or object (layer convention)")
     p.add_argument("--convention", choices=["cs231n", "layer"], required=True,
                    help="cs231n: CS231n's function names and signatures; layer: a torch-shaped layer")
-    p.add_argument("--cell", choices=["rnn", "lstm", "rnn_tanh", "rnn_relu", "gru"], required=True,
-                   help="cs231n: rnn or lstm; layer: rnn (tanh), rnn_relu, lstm or gru")
+    p.add_argument("--cell", choices=CELL_CHOICES, required=True,
+                   help="cs231n: rnn or lstm (CS231n's assignment has no others); layer: any registered cell")
     p.add_argument("--max-examples", type=int_at_least(1), default=None,
                    help="cases searched per function (default 60)")
+    p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
+                   help="wall-clock limit for the whole check (default 120); when it runs out the report says "
+                        "what was not checked and the exit status is 3")
+    p.add_argument("--call-limit", type=positive_float, default=None, metavar="SECONDS",
+                   help="wall-clock limit for one call of your code (default 10); a call that overruns is stopped "
+                        "and reported, not retried")
+    p.add_argument("--strict", action="store_true",
+                   help="an argument changed in place fails the check (by default it is a warning, exit 0)")
 
 
 @command("check", "check your own RNN/LSTM: search for a failing case, shrink it, say which gradient is wrong "
-                  "and why (exit 0 conforming, 1 not, 2 usage or import error)")
+                  "and why (exit 0 conforming, 1 not, 2 usage or import error, 3 time limit reached)")
 def cmd_check(args):
     from .testing.conformance import ImplementationError, check_implementation
+    from .testing.kit import hypothesis_storage
 
     try:
-        report = check_implementation(args.target, convention=args.convention, cell=args.cell,
-                                      max_examples=args.max_examples, seed=args.seed)
+        with hypothesis_storage():  # hypothesis writes its cache in a temporary folder, not in ./.hypothesis
+            report = check_implementation(args.target, convention=args.convention, cell=args.cell,
+                                          max_examples=args.max_examples, seed=args.seed, strict=args.strict,
+                                          time_limit=args.time_limit, call_limit=args.call_limit)
     except ImplementationError as exc:
-        print(f"rnn-scratch check: error: {exc}", file=sys.stderr)
+        print(f"rnn-scratch check: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(report)
-    return 0 if report.ok else 1
+    return report.exit_status
 
 
 cmd_check.error_status = 2  # 1 means "does not conform"
