@@ -141,12 +141,16 @@ def cmd_gradcheck(args):
 
     from .backend import to_backend
     from .gradcheck import check_layer
+    from .memory import check_available
     from .validation import check_lengths
 
     lengths = None
     if args.lengths is not None:
         lengths = check_lengths(np.array(args.lengths), batch=args.batch, seq_len=args.seq_len)
-    layer = _build_layer(args, "float64")
+    layer = _build_layer(args, "float64")  # its parameters pass the memory guard
+    check_available(8 * args.seq_len * args.batch * (args.input_size + layer.num_directions * args.hidden)
+                    + layer.bptt_bytes(args.seq_len, args.batch, masked=lengths is not None),
+                    f"gradcheck: seq_len={args.seq_len}, batch={args.batch}: the input and one forward + backward")
     rng = np.random.default_rng(args.seed)
     shape = (args.batch, args.seq_len, args.input_size) if args.batch_first else (args.seq_len, args.batch,
                                                                                    args.input_size)

@@ -21,13 +21,13 @@ import threading
 import numpy as np
 
 from . import backend as be
+from . import memory as mem
 from .functional import (
     PARAM_NAMES,
     CheckpointedCache,
     canonical_cell_name,
     checkpointed_backward,
     checkpointed_forward,
-    default_every,
     get_cell,
     param_name,
 )
@@ -239,14 +239,7 @@ class RNNBase(Module):
                  dropout=0.0, bidirectional=False, dtype="float32", backend=None, seed=None,
                  check_finite=True, memory="full", checkpoint_every=None):
         super().__init__(dtype=dtype, backend=backend)
-        if memory not in MEMORY_MODES:
-            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
-        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(
-                checkpoint_every, (int, np.integer)) or checkpoint_every < 1):
-            raise ValueError(f"checkpoint_every must be None (about sqrt(seq_len)) or an integer >= 1, "
-                             f"got {checkpoint_every!r}")
-        self.memory = memory
-        self.checkpoint_every = None if checkpoint_every is None else int(checkpoint_every)
+        self.memory, self.checkpoint_every = mem.check_memory_mode(memory, checkpoint_every)
         self.cell = get_cell(mode)
         self.mode = self.cell.name
         self.input_size = check_positive_int(input_size, "input_size")
@@ -259,16 +252,12 @@ class RNNBase(Module):
         self.num_directions = 2 if bidirectional else 1
         self.check_finite = bool(check_finite)
         self._rng = be.default_rng(seed)
-        H, G = self.hidden_size, self.cell.num_gates
-        bound = 1.0 / math.sqrt(H)
-        for layer in range(self.num_layers):
-            in_size = self.input_size if layer == 0 else H * self.num_directions
-            for direction in range(self.num_directions):
-                shapes = {"weight_ih": (G * H, in_size), "weight_hh": (G * H, H)}
-                if self.bias:
-                    shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
-                for kind, shape in shapes.items():
-                    self.add_param(param_name(kind, layer, direction == 1), self._rng.uniform(-bound, bound, shape))
+        config = (self.mode, self.input_size, self.hidden_size, self.num_layers, self.bias, self.bidirectional)
+        mem.check_available(mem.param_bytes(*mem.param_count(*config), self.dtype), f"{self!r}: the parameters",
+                            self.backend)  # before any of them is allocated
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for name, shape in mem.param_shapes(*config).items():
+            self.add_param(name, self._rng.uniform(-bound, bound, shape))
         self.last_dropout_masks = None
 
     def _layer_params(self, layer, direction):
@@ -315,7 +304,7 @@ class RNNBase(Module):
         (seq_len, input_size) as torch allows. Returns True for unbatched input."""
         layout = "(batch, seq_len, input_size={})" if self.batch_first else "(seq_len, batch, input_size={})"
         batched, unbatched = layout.format(self.input_size), f"(seq_len, input_size={self.input_size})"
-        check_array(x, "x", backend=self.backend, dtype=self.dtype, finite=self.check_finite)
+        check_array(x, "x", backend=self.backend, dtype=self.dtype)  # finiteness: _check_finite_steps
         if x.ndim not in (2, 3):
             raise ValueError(f"x must be 3-D {batched} or unbatched 2-D {unbatched}, got shape {tuple(x.shape)}")
         doc = batched if x.ndim == 3 else unbatched
@@ -324,6 +313,17 @@ class RNNBase(Module):
         if 0 in x.shape[:-1]:
             raise ValueError(f"x must have shape {doc} with seq_len and batch >= 1, got shape {tuple(x.shape)}")
         return x.ndim == 2
+
+    def _check_finite_steps(self, x, lengths):
+        """x holds no NaN or infinity at a valid step (padding past a sequence's length may hold anything:
+        it never reaches an output or a gradient)."""
+        if lengths is None:
+            check_array(x, "x", backend=self.backend, finite=True)
+            return
+        finite = self.xp.isfinite(x).all(axis=-1)  # (T, B), or (B, T) batch-first
+        valid = np.arange(x.shape[1 if self.batch_first else 0])[:, None] < lengths[None, :]
+        if not bool(finite[be.to_backend(valid.T if self.batch_first else valid, self.backend)].all()):
+            raise ValueError("x contains NaN or infinity at a valid step (within its sequence's length)")
 
     def _state_shape(self, batch):
         return (self.num_layers * self.num_directions, batch, self.hidden_size)
@@ -362,37 +362,26 @@ class RNNBase(Module):
         return [[{k: None if v is None else v.copy() for k, v in self._layer_params(layer, d).items()}
                  for d in range(self.num_directions)] for layer in range(self.num_layers)]
 
-    def bptt_bytes(self, seq_len, batch, memory=None):
-        """About how many bytes one forward + backward allocates (inputs given by the caller not counted).
+    def bptt_bytes(self, seq_len, batch, memory=None, *, masked=False):
+        """About how many bytes one forward + backward allocates (the caller's x and dout not counted):
+        :func:`rnn_scratch.memory.bptt_bytes` for this layer, ``memory`` (default ``self.memory``) and
+        ``masked`` (the call gives ``lengths``). Tested against measured peaks (estimate >= peak >=
+        estimate / 1.25)."""
+        memory, every = mem.check_memory_mode(memory or self.memory, self.checkpoint_every)
+        return mem.bptt_bytes(self.cell, seq_len, batch, self.input_size, self.hidden_size,
+                              num_layers=self.num_layers, num_directions=self.num_directions, bias=self.bias,
+                              dtype=self.dtype, memory=memory, checkpoint_every=every, masked=masked,
+                              batch_first=self.batch_first,
+                              dropout=self.training and self.dropout > 0 and self.num_layers > 1)
 
-        Full BPTT: a copy of x, every layer's cache (``Cell.memory``), the output, one layer's backward
-        buffers and dx. Checkpointed: a copy of x, each layer's output (the next layer's input), the
-        checkpoints, one segment's cache and backward, and dx.
-        """
-        memory = memory or self.memory
-        T, B, I, H, D = seq_len, batch, self.input_size, self.hidden_size, self.num_directions
-        fwd, bwd = self.cell.memory
-        n = self.cell.num_states
-        if memory == "full":
-            units = T * B * (2 * I + self.num_layers * D * H * fwd + D * H * (1 + bwd))
-        else:
-            k = self.checkpoint_every or default_every(T)
-            units = T * B * (2 * I + self.num_layers * D * H) + self.num_layers * D * B * H * (
-                n * (-(-T // k)) + k * (fwd + bwd))
-        return int(units * self.dtype.itemsize)
-
-    def _check_memory(self, T, B):
-        """Refuse a full-BPTT call that cannot fit, before allocating anything (the OS would kill the process
-        mid-way, as allocations are only backed when touched)."""
-        need = self.bptt_bytes(T, B)
-        if need < 1 << 28:  # below 256 MiB: not worth reading the machine's state
-            return
-        free = be.available_bytes(self.backend)
-        if free is not None and need > free:
-            lighter = self.bptt_bytes(T, B, "checkpoint")
-            raise MemoryError(f"{type(self).__name__} with memory={self.memory!r}: seq_len={T}, batch={B} needs "
-                              f"about {need / 2**30:.1f} GiB for forward + backward, {free / 2**30:.1f} GiB is "
-                              f"available; memory='checkpoint' needs about {lighter / 2**30:.2f} GiB")
+    def _check_memory(self, T, B, masked):
+        """Refuse a call that cannot fit before allocating anything (the OS would kill the process mid-way,
+        as allocations are only backed when touched)."""
+        hint = ""
+        if self.memory == "full":
+            hint = f"memory='checkpoint' needs {mem.format_bytes(self.bptt_bytes(T, B, 'checkpoint'))}"
+        mem.check_available(self.bptt_bytes(T, B, masked=masked), f"forward + backward of {type(self).__name__} "
+                            f"with memory={self.memory!r}: seq_len={T}, batch={B}", self.backend, hint)
 
     # -- forward / backward --------------------------------------------------------------------
     def forward_states(self, x, states=None, lengths=None, *, dropout_masks=None):
@@ -403,20 +392,22 @@ class RNNBase(Module):
         (num_layers * num_directions, batch, hidden_size), without the batch axis for unbatched x.
         """
         unbatched = self._check_x(x)
+        if unbatched and lengths is not None:
+            raise ValueError("lengths needs batched x: unbatched x (seq_len, input_size) is one whole sequence")
+        T, B = (x.shape[0], 1) if unbatched else (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
+        if lengths is not None:
+            lengths = check_lengths(lengths, batch=B, seq_len=T)
+        self._check_memory(T, B, lengths is not None)  # before the copy and the finiteness check allocate
+        if self.check_finite:
+            self._check_finite_steps(x, lengths)
         if unbatched:
             xt = x[:, None].copy()
-            if lengths is not None:
-                raise ValueError("lengths needs batched x: unbatched x (seq_len, input_size) is one whole sequence")
         else:  # a copy: the caller may change x before the backward
             xt = x.transpose(1, 0, 2).copy() if self.batch_first else x.copy()
-        T, B, _ = xt.shape
-        if self.memory == "full":
-            self._check_memory(T, B)
         states = self._checked_states(states, tuple(f"{s}0" for s in self.cell.state_names), B, unbatched)
         states = tuple(self.xp.zeros(self._state_shape(B), dtype=self.dtype) if s is None else s for s in states)
         mask = None
         if lengths is not None:
-            lengths = check_lengths(lengths, batch=B, seq_len=T)
             mask = be.to_backend((np.arange(T)[:, None] < lengths[None, :])[:, :, None], self.backend)
         masks = self._dropout_masks(T, B, dropout_masks)
         params = self._snapshot_params()
@@ -515,6 +506,7 @@ class RNNBase(Module):
                 for k, g in enumerate(d0):
                     d_init[k][idx] = g
                 dx_sum = dx if dx_sum is None else dx_sum + dx
+                del dx, dout_d  # not kept past their use (they would stay alive through the layer below)
             if layer > 0 and masks is not None:
                 dx_sum *= masks[layer - 1]
             dcur = dx_sum
@@ -540,7 +532,7 @@ class RNNBase(Module):
         return dx, self.from_states(dstates)
 
 
-MEMORY_MODES = ("full", "checkpoint")
+MEMORY_MODES = mem.MEMORY_MODES
 
 
 def _one_of(name, value, alias_name, alias):
@@ -632,6 +624,9 @@ class Linear(Module):
         super().__init__(dtype=dtype, backend=backend)
         self.in_features = check_positive_int(in_features, "in_features")
         self.out_features = check_positive_int(out_features, "out_features")
+        shapes = mem.linear_shapes(in_features, out_features, bias)
+        mem.check_available(mem.param_bytes(*mem.shapes_count(shapes), self.dtype),
+                            f"Linear({self.in_features}, {self.out_features}): the parameters", self.backend)
         rng = be.default_rng(seed)
         bound = 1.0 / math.sqrt(in_features)
         self.add_param("weight", rng.uniform(-bound, bound, (out_features, in_features)))
@@ -673,6 +668,9 @@ class Embedding(Module):
         super().__init__(dtype=dtype, backend=backend)
         self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
+        shapes = mem.embedding_shapes(num_embeddings, embedding_dim)
+        mem.check_available(mem.param_bytes(*mem.shapes_count(shapes), self.dtype), f"{self!r}: the parameters",
+                            self.backend)
         self.add_param("weight", be.default_rng(seed).standard_normal((num_embeddings, embedding_dim)))
 
     def __repr__(self):
