@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import threading
+import weakref
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from .functional import (
 from .validation import as_float_dtype, check_array, check_lengths, check_positive_int, check_probability
 
 _GRAD_LOCK = threading.Lock()  # gradients are accumulated under it (a layer may be used from several threads)
+_SAVED_LOCK = threading.Lock()  # every module's per-thread saved state is read and changed under it
 
 
 def _constructor_config(cls, args, kwargs):
@@ -73,19 +75,23 @@ class Module:
         self.grads: dict = {}
         self.children: dict = {}
         self.training = True
-        self._per_thread: dict = {}  # thread id -> what the last forward on that thread saved for backward
+        # thread -> what the last forward on that thread saved for its backward. Keyed by the Thread object,
+        # weakly: an ended thread's entry goes with its Thread object, and a new thread that reuses an ended
+        # one's id is a new key. Read and changed under _SAVED_LOCK.
+        self._per_thread = weakref.WeakKeyDictionary()
 
     # -- what a forward saves for its backward (per thread) --------------------------------------
     def _save_for_backward(self, **values):
         """Remember ``values`` for the backward of this forward, on this thread."""
-        alive = {t.ident for t in threading.enumerate()}
-        for ident in [i for i in self._per_thread if i not in alive]:  # threads that ended
-            self._per_thread.pop(ident, None)
-        self._per_thread[threading.get_ident()] = values
+        with _SAVED_LOCK:
+            for thread in [t for t in self._per_thread.keys() if not t.is_alive()]:  # ended, object still held
+                self._per_thread.pop(thread, None)
+            self._per_thread[threading.current_thread()] = values
 
     def _saved(self):
         """What the last forward on this thread saved; ValueError when there was none."""
-        saved = self._per_thread.get(threading.get_ident())
+        with _SAVED_LOCK:
+            saved = self._per_thread.get(threading.current_thread())
         if saved is None:
             raise ValueError(f"{type(self).__name__}.backward() called before forward(): there is no cached "
                              "forward pass to differentiate (on this thread)")
