@@ -1,7 +1,9 @@
-"""One test per finding of the second hostile probe (issue 23) outside checkpoints and memory."""
+"""One test per finding of the second hostile probe (issue 23) outside checkpoints and memory: torch habits of
+the optimisers (F18), threads (F19, F20), padding (F21), the command line (F16, F17) and an example."""
 
 import gc
 import os
+import subprocess
 import sys
 import threading
 import tracemalloc
@@ -12,6 +14,9 @@ import torch
 
 import rnn_scratch as rs
 from rnn_scratch import optim
+from rnn_scratch.charlm import train_char_lm
+
+from .test_cli import run_inline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -196,3 +201,84 @@ def test_optimizer_state_is_checked_as_its_constructor_and_step_would(key, value
     assert all(np.array_equal(before[k], np.asarray(after[k])) for k in before)
     opt.load_state_dict({**opt.state_dict(), "lr": np.array(0.0), "step_count": np.array(4)})  # as files hold them
     assert (opt.lr, opt.step_count) == (0.0, 4) and type(opt.step_count) is int
+
+
+# -- F16: char's prefix ---------------------------------------------------------------------------------------
+def test_char_with_a_text_lacking_the_default_prefix_samples_after_its_own_characters():
+    text = "0123456789 " * 40
+    result = train_char_lm(text=text, hidden=8, seq_len=8, batch_size=4, epochs=1, sample_len=5, out=None,
+                           show_progress=False)
+    assert result["sample"].startswith(text[:8]) and "Shall" not in result["sample"]
+    assert set(result["sample"]) <= set(text)
+    with pytest.raises(ValueError, match=r"prefix must be .* characters that occur in the text; \['S', 'x'\]"):
+        train_char_lm(text=text, prefix="Sx1", hidden=8, seq_len=8, batch_size=4, epochs=1, out=None,
+                      show_progress=False)
+    sonnet = train_char_lm(text="Shall I compare thee " * 20, hidden=8, seq_len=8, batch_size=4, epochs=1,
+                           sample_len=3, out=None, show_progress=False)
+    assert sonnet["sample"].startswith("Shall I ")
+
+
+# -- F17: the command line ------------------------------------------------------------------------------------
+def test_a_refused_command_leaves_no_empty_out_folder(tmp_path):
+    out = tmp_path / "new" / "deeper"
+    status, _, err = run_inline("sine", "--horizon", "2000", "--out", str(out))
+    assert status == 1 and "--horizon 2000" in err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder that existed stays
+    run_inline("sine", "--horizon", "2000", "--out", str(tmp_path / "kept"))
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_a_mistyped_command_is_an_unknown_command(monkeypatch):
+    from rnn_scratch import cli
+
+    status, _, err = run_inline("sinee")
+    assert status == 2 and "unknown command 'sinee'; did you mean 'sine'?" in err and len(err.splitlines()) == 1
+    status, _, err = run_inline("frobnicate", "--seed", "1")
+    assert status == 2 and "unknown command 'frobnicate'" in err
+    demo, help_text = cli.COMMANDS["demo"]
+
+    def fake_demo(args):
+        print("demo ran with seed", args.seed)
+        return 0
+
+    fake_demo.options = demo.options
+    monkeypatch.setitem(cli.COMMANDS, "demo", (fake_demo, help_text))
+    status, out, _ = run_inline("--seed", "1", "--backend", "numpy")  # options alone still run the demo
+    assert status == 0 and "demo ran with seed 1" in out
+
+
+def test_bench_name_is_checked_before_the_run(monkeypatch, tmp_path):
+    from rnn_scratch import benchmark
+
+    def run(**kwargs):
+        raise AssertionError("the benchmark ran before --name was checked")
+
+    monkeypatch.setattr(benchmark, "run", run)
+    for name in ("x" * 300, "a/b", ".hidden", "tab\there", ""):
+        status, _, err = run_inline("bench", "--quick", "--name", name, "--out", str(tmp_path))
+        assert status == 1 and "--name must be 1 to 100 of the characters" in err, (name, err)
+
+
+def test_a_write_that_fails_names_the_file(tmp_path):
+    """--out on a full disk: /dev/full refuses every write with ENOSPC, as a full disk does."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux)")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink("/dev/full", out / "sine_forecast.png")
+    status, _, err = run_inline("sine", "--epochs", "1", "--windows", "30", "--horizon", "5", "--no-progress",
+                                "--out", str(out))
+    assert status == 1 and "No space left on device" in err and str(out / "sine_forecast.png") in err, err
+
+
+# -- examples/vanishing_gradients.py --------------------------------------------------------------------------
+@pytest.mark.parametrize("steps", ["20", "2"])
+def test_vanishing_gradients_example_runs_for_short_sequences(steps, tmp_path):
+    pytest.importorskip("matplotlib")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "vanishing_gradients.py"), "--steps",
+                           steps, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "10 back" in proc.stdout if steps == "20" else "1 back" in proc.stdout
+    assert (tmp_path / "example_vanishing.png").exists()

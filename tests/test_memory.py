@@ -157,6 +157,7 @@ def test_cli_sine_with_a_billion_hidden_units_exits_1_at_once_with_one_line_nami
     assert len(lines) == 1 and "needs about" in lines[0] and "bytes), only about" in lines[0], proc.stderr
     assert cpu < 2, cpu  # the process's own work (wall time on this shared machine also counts the others' load)
     assert wall < 30, wall
+    assert not (tmp_path / "out").exists()  # F17: a refused command leaves no empty folder
 
 
 @pytest.mark.parametrize("argv", [
