@@ -192,6 +192,43 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    # -- the parameters a constructor call would make, without making them ------------------------
+    @classmethod
+    def bind_config(cls, *args, **kwargs):
+        """{argument name: value} of the constructor call ``cls(*args, **kwargs)``, defaults filled in and
+        ``**kwargs`` kept as a dict under its own name; TypeError (as the call would raise) for arguments
+        the constructor does not take."""
+        bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+        bound.apply_defaults()
+        return dict(list(bound.arguments.items())[1:])
+
+    @classmethod
+    def children_spec(cls, config):
+        """[(child name, class, args, kwargs)]: the child modules the constructor builds from ``config``
+        (:meth:`bind_config`), in order. Models describe theirs; a module with parameters of its own
+        overrides :meth:`param_shapes` and :meth:`param_count` instead."""
+        raise TypeError(f"{cls.__name__} does not describe the parameters its constructor makes")
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        """{name: shape} of the parameters ``cls(*args, **kwargs)`` would have, as ``state_dict()`` names
+        them, computed from the arguments without allocating anything (the sizes checked as the
+        constructor checks them)."""
+        shapes = {}
+        for name, child, cargs, ckwargs in cls.children_spec(cls.bind_config(*args, **kwargs)):
+            shapes.update({f"{name}.{key}": shape for key, shape in child.param_shapes(*cargs, **ckwargs).items()})
+        return shapes
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        """(numbers, arrays, numbers of the largest array) of those parameters, in closed form: pricing a
+        model never enumerates its parameters (:mod:`rnn_scratch.memory`)."""
+        numbers = arrays = largest = 0
+        for _, child, cargs, ckwargs in cls.children_spec(cls.bind_config(*args, **kwargs)):
+            n, a, big = child.param_count(*cargs, **ckwargs)
+            numbers, arrays, largest = numbers + n, arrays + a, max(largest, big)
+        return numbers, arrays, largest
+
 
 class IncompatibleKeys(tuple):
     """(missing_keys, unexpected_keys), as torch's ``load_state_dict`` returns them."""
@@ -265,6 +302,26 @@ class RNNBase(Module):
         for name, shape in mem.param_shapes(*config).items():
             self.add_param(name, self._rng.uniform(-bound, bound, shape))
         self.last_dropout_masks = None
+
+    @classmethod
+    def _recurrent_config(cls, *args, **kwargs):
+        """(mode, input_size, hidden_size, num_layers, bias, bidirectional) of a constructor call, as
+        :func:`rnn_scratch.memory.param_shapes` takes them."""
+        a = cls.bind_config(*args, **kwargs)
+        return cls._mode(a), a["input_size"], a["hidden_size"], a["num_layers"], bool(a["bias"]), \
+            bool(a["bidirectional"])
+
+    @classmethod
+    def _mode(cls, config):
+        return config["mode"]
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        return mem.param_shapes(*cls._recurrent_config(*args, **kwargs))
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        return mem.param_count(*cls._recurrent_config(*args, **kwargs))
 
     def _layer_params(self, layer, direction):
         """{kind: parameter or None} of one layer and direction, the functional core's ``params``."""
@@ -563,6 +620,12 @@ class RNN(RNNBase):
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, check_finite, memory, checkpoint_every)
 
+    @classmethod
+    def _mode(cls, config):
+        if config["nonlinearity"] not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {config['nonlinearity']!r}")
+        return f"rnn_{config['nonlinearity']}"
+
     def extra_repr(self):
         s = super().extra_repr()
         return s if self.nonlinearity == "tanh" else s + ", nonlinearity='relu'"
@@ -580,6 +643,10 @@ class GRU(RNNBase):
     def __init__(self, input_size, hidden_size, *args, **kwargs):
         super().__init__("gru", input_size, hidden_size, *args, **kwargs)
 
+    @classmethod
+    def _mode(cls, config):
+        return "gru"
+
 
 class LSTM(RNNBase):
     """Long short-term memory, ``torch.nn.LSTM``-shaped (gates i, f, g, o).
@@ -592,6 +659,10 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, *args, **kwargs):
         super().__init__("lstm", input_size, hidden_size, *args, **kwargs)
+
+    @classmethod
+    def _mode(cls, config):
+        return "lstm"
 
     def forward(self, x, state=None, lengths=None, *, hx=None, dropout_masks=None):
         """``out, (h_n, c_n) = lstm(x, (h0, c0))``; ``hx`` is torch's name for ``state``."""
@@ -612,12 +683,18 @@ def _without_mode(init):
 LSTM.__init__.__signature__ = GRU.__init__.__signature__ = _without_mode(RNNBase.__init__)
 
 
-def make_layer(cell, input_size, hidden_size, **kwargs):
-    """The layer for a cell name (``functional.CELL_CHOICES``: rnn_tanh (alias rnn), rnn_relu, lstm, gru)."""
+def layer_call(cell, input_size, hidden_size, **kwargs):
+    """(class, args, kwargs) of the layer :func:`make_layer` builds for a cell name."""
     name = canonical_cell_name(cell)
     if name.startswith("rnn_"):
-        return RNN(input_size, hidden_size, nonlinearity=name[len("rnn_"):], **kwargs)
-    return {"lstm": LSTM, "gru": GRU}[name](input_size, hidden_size, **kwargs)
+        return RNN, (input_size, hidden_size), dict(nonlinearity=name[len("rnn_"):], **kwargs)
+    return {"lstm": LSTM, "gru": GRU}[name], (input_size, hidden_size), kwargs
+
+
+def make_layer(cell, input_size, hidden_size, **kwargs):
+    """The layer for a cell name (``functional.CELL_CHOICES``: rnn_tanh (alias rnn), rnn_relu, lstm, gru)."""
+    cls, args, kwargs = layer_call(cell, input_size, hidden_size, **kwargs)
+    return cls(*args, **kwargs)
 
 
 class Linear(Module):
@@ -638,6 +715,15 @@ class Linear(Module):
         self.add_param("weight", rng.uniform(-bound, bound, (out_features, in_features)))
         if bias:
             self.add_param("bias", rng.uniform(-bound, bound, (out_features,)))
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        a = cls.bind_config(*args, **kwargs)
+        return mem.linear_shapes(a["in_features"], a["out_features"], bool(a["bias"]))
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        return mem.shapes_count(cls.param_shapes(*args, **kwargs))
 
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features}, bias={'bias' in self.params})"
@@ -678,6 +764,15 @@ class Embedding(Module):
         mem.check_available(mem.param_bytes(*mem.shapes_count(shapes), self.dtype), f"{self!r}: the parameters",
                             self.backend)
         self.add_param("weight", be.default_rng(seed).standard_normal((num_embeddings, embedding_dim)))
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        a = cls.bind_config(*args, **kwargs)
+        return mem.embedding_shapes(a["num_embeddings"], a["embedding_dim"])
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        return mem.shapes_count(cls.param_shapes(*args, **kwargs))
 
     def __repr__(self):
         return f"Embedding({self.num_embeddings}, {self.embedding_dim})"
