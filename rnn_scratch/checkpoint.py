@@ -56,14 +56,15 @@ RESERVED_META = ("format_version", "model_class", "config", "optimizer", "user")
 META_LIMIT = 64 << 20  # bytes of metadata (JSON sections, format-1 arrays) a file may hold
 LAYER_SETTINGS = ("batch_first", "dropout", "check_finite", "memory", "checkpoint_every")
 
+_LAYERS = (layers.RNN, layers.LSTM, layers.GRU, layers.Linear, layers.Embedding)
+_MODELS = (models.ManyToOneRegressor, models.ManyToManyTagger, models.OneToManyGenerator, models.EncoderDecoder,
+           models.BidirectionalClassifier, models.CharLM)
 #: The classes :func:`load_model` builds, by registry key: the library's own models and layers, nothing else.
-MODEL_REGISTRY = {cls.__name__: cls for cls in (
-    layers.RNN, layers.LSTM, layers.GRU, layers.Linear, layers.Embedding,
-    models.ManyToOneRegressor, models.ManyToManyTagger, models.OneToManyGenerator, models.EncoderDecoder,
-    models.BidirectionalClassifier, models.CharLM)}
-#: Format 2 named a module and a class; these are the (module, class) pairs it could name, by registry key.
-FORMAT_2_NAMES = {(module, key): key for key, cls in MODEL_REGISTRY.items()
-                  for module in ("rnn_scratch.layers", "rnn_scratch.models") if cls.__module__ == module}
+MODEL_REGISTRY = {cls.__name__: cls for cls in _LAYERS + _MODELS}
+#: Format 2 named a module and a class: the (module, class) pairs of the library's classes it could name (their
+#: modules as format-2 files recorded them, whatever modules define them now), by registry key.
+FORMAT_2_NAMES = {**{("rnn_scratch.layers", cls.__name__): cls.__name__ for cls in _LAYERS},
+                  **{("rnn_scratch.models", cls.__name__): cls.__name__ for cls in _MODELS}}
 OPTIMIZERS = {"SGD": optim.SGD, "Adam": optim.Adam}
 
 
@@ -136,7 +137,11 @@ def save_checkpoint(path, model, optimizer=None, **meta):
     reserved = sorted(set(meta) & set(RESERVED_META))
     if reserved:
         raise ValueError(f"metadata keys {reserved} are reserved by the checkpoint format; use other names")
-    user = {key: _json_value(value, f"metadata {key!r}") for key, value in meta.items()}
+    try:
+        user = {key: _json_value(value, f"metadata {key!r}") for key, value in meta.items()}
+        json.dumps(user)
+    except RecursionError:
+        raise ValueError("metadata is nested too deeply to be written as JSON") from None
     entries = {"meta/format_version": np.array(FORMAT_VERSION), "meta/model_class": np.array(type(model).__name__),
                "meta/user": _json_entry(user)}
     config = _model_config(model)
@@ -150,6 +155,8 @@ def save_checkpoint(path, model, optimizer=None, **meta):
         for key, value in optimizer.state_dict().items():
             entries[f"optim/{key}"] = to_numpy(value) if hasattr(value, "shape") else np.asarray(value)
     target = os.path.realpath(path)  # through a symbolic link: its target, as np.save writes it
+    if os.path.lexists(target) and not os.path.isfile(target):  # a device, a pipe, a socket: never replaced
+        raise ValueError(f"path {path!r} exists and is not a regular file; a checkpoint replaces only files")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     _remove_stale_partials(target)
     tmp = _partial_name(target, os.getpid())

@@ -355,6 +355,20 @@ def test_paths_long_empty_bytes_and_symlinked(tmp_path, monkeypatch):
     save_checkpoint(link, model)
     assert link.is_symlink() and os.readlink(link) == str(target) and target.is_file()  # written through the link
     load_model(link)
+    fifo = tmp_path / "fifo.npz"  # a device or a pipe (think /dev/null, as root) is never replaced
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="exists and is not a regular file"):
+        save_checkpoint(fifo, model)
+    os.symlink(fifo, tmp_path / "to_fifo.npz")
+    with pytest.raises(ValueError, match="exists and is not a regular file"):
+        save_checkpoint(tmp_path / "to_fifo.npz", model)
+    assert fifo.exists() and not fifo.is_file()
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        save_checkpoint(tmp_path / "deep.npz", model, history=deep)
+    assert not (tmp_path / "deep.npz").exists()
 
 
 # -- F23, F24: optimiser state as the optimiser checks it ------------------------------------------------------
