@@ -54,6 +54,7 @@ FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 RESERVED_META = ("format_version", "model_class", "config", "optimizer", "user")
 META_LIMIT = 64 << 20  # bytes of metadata (JSON sections, format-1 arrays) a file may hold
+META_ENTRIES = 1000  # metadata entries a file may hold (format 1 kept one per user key)
 LAYER_SETTINGS = ("batch_first", "dropout", "check_finite", "memory", "checkpoint_every")
 
 _LAYERS = (layers.RNN, layers.LSTM, layers.GRU, layers.Linear, layers.Embedding)
@@ -244,7 +245,8 @@ class _Entry:
 
 
 class _Archive:
-    """The zip directory and the ``.npy`` headers of a file; data is read on request, exactly the bytes
+    """The zip directory of a file, and the ``.npy`` header of each member once asked for (a file with 100,000
+    members is refused on its names, not after 100,000 headers); data is read on request, exactly the bytes
     each header declares."""
 
     def __init__(self, path):
@@ -259,7 +261,7 @@ class _Archive:
             self.zip = zipfile.ZipFile(path)
         except Exception as exc:  # noqa: BLE001 -- whatever the zip reader raises on these bytes
             raise self.error("", f"is not a readable checkpoint (truncated or corrupted?): {_describe(exc)}") from exc
-        self.entries = {}
+        self.infos, self.headers = {}, {}
         try:
             for info in self.zip.infolist():
                 self._add(info)
@@ -278,12 +280,28 @@ class _Archive:
         if not name.endswith(".npy") or not name.startswith(("meta/", "param/", "optim/")):
             raise self.error(name, "unexpected entry (a checkpoint holds meta/, param/ and optim/ arrays only)")
         key = name[:-4]
-        if key in self.entries:
+        if key in self.infos:
             raise self.error(key, "appears twice in the archive")
         if info.flag_bits & 0x1:
             raise self.error(key, "is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise self.error(key, f"uses zip compression method {info.compress_type} (stored or deflated only)")
+        self.infos[key] = info
+
+    def __contains__(self, key):
+        return key in self.infos
+
+    def keys(self, prefix):
+        return sorted(k[len(prefix):] for k in self.infos if k.startswith(prefix))
+
+    def entry(self, key):
+        """The :class:`_Entry` of member ``key``, from its header (read once)."""
+        if key not in self.headers:
+            self.headers[key] = self._header(key)
+        return self.headers[key]
+
+    def _header(self, key):
+        info = self.infos[key]
         try:
             with self.zip.open(info) as f:
                 version = np.lib.format.read_magic(f)
@@ -302,14 +320,11 @@ class _Archive:
         if info.file_size != offset + entry.nbytes:
             raise self.error(key, f"declares {entry.nbytes:,} bytes of {dtype} {entry.shape} but holds "
                                   f"{info.file_size - offset:,} (truncated or padded)")
-        self.entries[key] = entry
-
-    def keys(self, prefix):
-        return sorted(k[len(prefix):] for k in self.entries if k.startswith(prefix))
+        return entry
 
     def read(self, key):
         """The array of entry ``key`` (exactly its declared bytes, checked against the zip's CRC)."""
-        entry = self.entries[key]
+        entry = self.entry(key)
         try:
             with self.zip.open(entry.info) as f:
                 f.read(entry.offset)
@@ -353,15 +368,18 @@ class _Checkpoint:
 
     # -- metadata ---------------------------------------------------------------------------------
     def _read_meta(self):
-        meta_keys = [k for k in self.archive.entries if k.startswith("meta/")]
-        size = sum(self.archive.entries[k].nbytes for k in meta_keys)
+        meta_keys = [f"meta/{k}" for k in self.archive.keys("meta/")]
+        if len(meta_keys) > META_ENTRIES:
+            raise self.error("meta/", f"holds {len(meta_keys):,} metadata entries, more than this reader takes "
+                                      f"({META_ENTRIES:,})")
+        size = sum(self.archive.entry(k).nbytes for k in meta_keys)
         if size > META_LIMIT:
             raise self.error("meta/", f"holds {size:,} bytes of metadata, more than this reader takes "
                                       f"({META_LIMIT:,})")
         self.version = self._version()
         self.model_class = self._string("meta/model_class")
-        self.config = self._json("meta/config", dict) if "meta/config" in self.archive.entries else None
-        self.optimizer = self._json("meta/optimizer", dict) if "meta/optimizer" in self.archive.entries else None
+        self.config = self._json("meta/config", dict) if "meta/config" in self.archive else None
+        self.optimizer = self._json("meta/optimizer", dict) if "meta/optimizer" in self.archive else None
         if self.version >= 2:
             user = self._json("meta/user", dict)
         else:  # format 1: one array per key
@@ -377,9 +395,9 @@ class _Checkpoint:
         self.meta = {"format_version": self.version, "model_class": self.model_class, **user}
 
     def _scalar(self, key, kinds, what):
-        entry = self.archive.entries.get(key)
-        if entry is None:
+        if key not in self.archive:
             raise self.error(key, "is missing: not an rnn_scratch checkpoint")
+        entry = self.archive.entry(key)
         if entry.shape != () or entry.dtype.kind not in kinds:
             raise self.error(key, f"must be {what}, got {entry.dtype} of shape {entry.shape}")
         return self.archive.read(key)[()]
@@ -412,8 +430,8 @@ class _Checkpoint:
             missing = sorted(set(expected) - set(self.params))
             unexpected = sorted(set(self.params) - set(expected))
             raise self.error("param/", f"does not fit {what}: missing {_few(missing)}, unexpected {_few(unexpected)}")
-        for name, shape in expected.items():
-            entry = self.archive.entries[f"param/{name}"]
+        for name, shape in expected.items():  # the names matched: now their headers
+            entry = self.archive.entry(f"param/{name}")
             if entry.shape != tuple(shape):
                 raise self.error(f"param/{name}", f"does not fit {what}: shape {entry.shape}, expected {tuple(shape)}")
             if entry.dtype.kind not in "fiu":
@@ -428,22 +446,24 @@ class _Checkpoint:
             saved = self.optimizer.get("class")
             if saved != optimizer_class.__name__:
                 raise self.error("meta/optimizer", f"holds {saved} state, not {optimizer_class.__name__} state")
+        for key in self.optim:  # the names first
+            kind, _, name = key.partition("/")
+            if key not in ("lr", "step_count") and (kind not in optimizer_class.state_kinds or name not in shapes):
+                raise self.error(f"optim/{key}", f"is not state of {optimizer_class.__name__} over these parameters "
+                                                 f"({optimizer_class.__name__} keeps {optimizer_class.state_kinds})")
         for key in self.optim:
-            entry = self.archive.entries[f"optim/{key}"]
+            entry = self.archive.entry(f"optim/{key}")
             if key in ("lr", "step_count"):
                 if entry.shape != ():
                     raise self.error(f"optim/{key}", f"must be a scalar, got shape {entry.shape}")
                 continue
-            kind, _, name = key.partition("/")
-            if kind not in optimizer_class.state_kinds or name not in shapes:
-                raise self.error(f"optim/{key}", f"is not state of {optimizer_class.__name__} over these parameters "
-                                                 f"({optimizer_class.__name__} keeps {optimizer_class.state_kinds})")
+            name = key.partition("/")[2]
             if entry.shape != tuple(shapes[name]):
                 raise self.error(f"optim/{key}", f"has shape {entry.shape}, the parameter has {tuple(shapes[name])}")
 
     def guard(self, keys, more=0, what="loading"):
         """The memory guard for reading ``keys`` (and ``more`` bytes besides), before any is read."""
-        need = sum(self.archive.entries[k].nbytes for k in keys) + more
+        need = sum(self.archive.entry(k).nbytes for k in keys) + more
         try:
             mem.check_available(need, f"{self.path}: {what}")
         except MemoryError as exc:

@@ -203,6 +203,28 @@ def test_loading_passes_the_memory_guard_first(good, monkeypatch):
     assert _unchanged(before, target, opt)
 
 
+def test_a_file_of_many_entries_is_refused_on_its_names(good, tmp_path, monkeypatch):
+    """Headers are read only for entries whose names fit: 5000 extra members cost no header reads."""
+    from rnn_scratch import checkpoint
+
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w") as z:
+        for name in src.namelist():
+            z.writestr(name, src.read(name))
+        extra = src.read("param/head.bias.npy")
+        for i in range(5000):
+            z.writestr(f"param/x{i}.npy", extra)
+    reads = []
+    original = checkpoint._Archive._header
+    monkeypatch.setattr(checkpoint._Archive, "_header", lambda self, key: reads.append(key) or original(self, key))
+    target, _ = _trained()
+    for load in (lambda: load_model(path), lambda: load_checkpoint(path, target)):
+        reads.clear()
+        with pytest.raises(CheckpointError, match=r"holds 5010 parameter arrays|unexpected \['x0', 'x1'"):
+            load()
+        assert all(key.startswith("meta/") for key in reads), reads[:5]
+
+
 # -- F3, F4: malformed metadata -------------------------------------------------------------------------------
 DEEP = "[" * 200_000 + "]" * 200_000
 CONFIG_CHANGES = [  # (change to the config dict, or a whole replacement)
