@@ -9,6 +9,7 @@ import numpy as np
 
 from .backend import to_backend
 from .losses import softmax_cross_entropy
+from .memory import check_available
 from .models import CharLM
 from .optim import Adam, clip_grad_norm
 from .plots import plot_loss
@@ -64,6 +65,12 @@ def train_char_lm(*, text=None, cell="lstm", hidden=128, seq_len=48, batch_size=
     ids = np.array([index[c] for c in text], dtype=np.int64)
     rng = np.random.default_rng(seed)
     model = CharLM(len(chars), cell=cell, hidden_size=hidden, seed=seed, dtype=dtype, backend=backend)
+    # one training step, priced before the first batch is drawn: indices and tokens, the recurrent layer's
+    # forward + backward, and the embeddings, logits, probabilities and their gradients
+    rows, V, E = batch_size * seq_len, len(chars), model.embed.embedding_dim
+    check_available(32 * rows + model.rnn.bptt_bytes(seq_len, batch_size)
+                    + model.dtype.itemsize * rows * (2 * E + 2 * hidden + 4 * V),
+                    f"char: batch_size={batch_size} x seq_len={seq_len} (one training step)", model.backend)
     opt = Adam(model.parameters(), lr=lr)
     steps_per_epoch = max(1, len(ids) // (seq_len * batch_size))
     losses = []

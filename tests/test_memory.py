@@ -167,6 +167,7 @@ def test_cli_sine_with_a_billion_hidden_units_exits_1_at_once_with_one_line_nami
     ["sine", "--windows", "1000000000", "--out", "OUT"],
     ["sine", "--batch-size", "0", "--windows", "100000", "--window", "200", "--out", "OUT"],
     ["char", "--hidden", "100000000", "--out", "OUT"],
+    ["char", "--batch-size", "100000000", "--out", "OUT"],
     ["gradflow", "--steps", "1000000000", "--out", "OUT"],
 ])
 def test_cli_sizes_that_cannot_fit_are_refused_before_the_work(argv, tmp_path):
