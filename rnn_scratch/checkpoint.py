@@ -479,6 +479,14 @@ def _few(names, limit=8):
     return f"[{shown}{f', ... ({len(names) - limit} more)' if len(names) > limit else ''}]"
 
 
+def _check_model_state(ckpt, model, params, what):
+    """The parameters of ``ckpt`` checked by ``model`` itself, as a CheckpointError naming the file."""
+    try:
+        model.check_state_dict(params)
+    except (ValueError, TypeError) as exc:
+        raise ckpt.error("param/", f"does not fit {what}: {exc}") from exc
+
+
 def _check_optimizer_state(ckpt, optimizer, state):
     """The optimiser state of ``ckpt`` checked by ``optimizer`` itself (as its constructor and step
     would), as a CheckpointError naming the file."""
@@ -507,10 +515,7 @@ def load_checkpoint(path, model, optimizer=None):
             keys += [f"optim/{k}" for k in ckpt.optim]
         ckpt.guard(keys)
         params = ckpt.read_arrays("param/")
-        try:
-            model.check_state_dict(params)
-        except (ValueError, TypeError) as exc:
-            raise ckpt.error("param/", f"does not fit this model: {exc}") from exc
+        _check_model_state(ckpt, model, params, "this model")
         state = None
         if optimizer is not None:
             state = ckpt.read_arrays("optim/")
@@ -579,10 +584,7 @@ def _load_model(ckpt, backend, with_optimizer):
             raise ckpt.error("meta/config", f"settings name {path!r}, which is not a recurrent layer of the model")
         for name, value in values.items():
             setattr(paths[path], name, value)
-    try:
-        model.check_state_dict(params)
-    except (ValueError, TypeError) as exc:
-        raise ckpt.error("param/", f"does not fit the rebuilt model: {exc}") from exc
+    _check_model_state(ckpt, model, params, "the rebuilt model")
     optimizer = None
     if opt_cls is not None:
         try:
