@@ -139,8 +139,8 @@ def bptt_bytes(cell, seq_len, batch, input_size, hidden_size, *, num_layers=1, n
                dtype="float32", memory="full", checkpoint_every=None, masked=False, batch_first=False,
                dropout=False):
     """Bytes that one forward + backward of a recurrent layer allocates (the caller's x and dout not
-    counted; everything else is: the input's copy, caches, outputs, gradients), by the model in the
-    module docstring.
+    counted; everything else is: the input's copy, caches, the output, which the caller holds through
+    the backward, gradients), by the model in the module docstring.
 
     ``cell``: a :class:`~rnn_scratch.functional.Cell` (its ``memory`` and ``num_states``); ``masked``: the
     call gives ``lengths``; ``dropout``: dropout masks between layers are drawn.
