@@ -571,27 +571,29 @@ def _load_model(ckpt, backend, with_optimizer):
     moments = 0 if opt_cls is None else len(opt_cls.state_kinds) * numbers * dtype.itemsize
     keys = [f"param/{k}" for k in ckpt.params] + ([f"optim/{k}" for k in ckpt.optim] if opt_cls else [])
     ckpt.guard(keys, model_bytes + moments, f"rebuilding its {cls.__name__}")
-    settings = _checked_settings(ckpt, settings)
+    settings = _checked_settings(ckpt, settings, _recurrent_paths(cls, kwargs))
     params = ckpt.read_arrays("param/")
-    state = ckpt.read_arrays("optim/") if opt_cls is not None else None
+    state = None
+    if opt_cls is not None:  # hyperparameters and state, checked by the optimiser over stand-ins of the shapes
+        state = ckpt.read_arrays("optim/")
+        stand_ins = [(name, np.broadcast_to(np.zeros((), dtype), shape), None) for name, shape in shapes.items()]
+        try:
+            stand_in = opt_cls(stand_ins, **hyper)  # (broadcast views: nothing allocated)
+        except (ValueError, TypeError) as exc:
+            raise ckpt.error("meta/optimizer", f"hyperparameters do not build {opt_cls.__name__}: {exc}") from exc
+        _check_optimizer_state(ckpt, stand_in, state)
     try:  # the file is checked; the model is built only now
         model = cls(**{**kwargs, "backend": backend})
     except (ValueError, TypeError) as exc:
         raise ckpt.error("meta/config", f"does not build a {cls.__name__}: {exc}") from exc
     paths = dict(_submodules(model))
     for path, values in settings.items():
-        if not isinstance(paths.get(path), layers.RNNBase):
-            raise ckpt.error("meta/config", f"settings name {path!r}, which is not a recurrent layer of the model")
         for name, value in values.items():
             setattr(paths[path], name, value)
     _check_model_state(ckpt, model, params, "the rebuilt model")
     optimizer = None
     if opt_cls is not None:
-        try:
-            optimizer = opt_cls(model.parameters(), **hyper)
-        except (ValueError, TypeError) as exc:
-            raise ckpt.error("meta/optimizer", f"hyperparameters do not build {opt_cls.__name__}: {exc}") from exc
-        _check_optimizer_state(ckpt, optimizer, state)
+        optimizer = opt_cls(model.parameters(), **hyper)
     model.load_state_dict(params)
     if optimizer is not None:
         optimizer.load_state_dict(state)
@@ -631,10 +633,25 @@ def _registered_call(ckpt):
     return MODEL_REGISTRY[key], kwargs, settings
 
 
-def _checked_settings(ckpt, settings):
-    """The layer settings of the file, each value checked as the layer's constructor checks it."""
+def _recurrent_paths(cls, kwargs):
+    """The dotted paths of the recurrent layers ``cls(**kwargs)`` would have ('' for a layer itself), from
+    the constructor's description of its children: nothing is built."""
+    if issubclass(cls, layers.RNNBase):
+        return {""}
+    if issubclass(cls, (layers.Linear, layers.Embedding)):
+        return set()
+    return {name for name, child, _, _ in cls.children_spec(cls.bind_config(**kwargs))
+            if issubclass(child, layers.RNNBase)}
+
+
+def _checked_settings(ckpt, settings, paths):
+    """The layer settings of the file, each value checked as the layer's constructor checks it, each path
+    one of ``paths`` (the model's recurrent layers)."""
     checked = {}
     for path, values in settings.items():
+        if path not in paths:
+            raise ckpt.error("meta/config", f"settings name {path!r}, which is not a recurrent layer of the model "
+                                            f"({sorted(paths)})")
         unknown = sorted(set(values) - set(LAYER_SETTINGS))
         if unknown:
             raise ckpt.error("meta/config", f"settings of {path!r} have unknown keys {unknown}")

@@ -187,6 +187,27 @@ def test_a_crafted_config_allocates_nothing_and_reports_briefly(good, tmp_path):
         assert time.perf_counter() - start < 1 and peak < 4 << 20 and len(str(err.value)) < 600, change
 
 
+@pytest.mark.parametrize("section, change", [
+    ("meta/optimizer", lambda o: {**o, "hyperparameters": {"lr": -1}}),
+    ("meta/optimizer", lambda o: {**o, "hyperparameters": {"betas": [2, 3]}}),
+    ("meta/config", lambda c: {**c, "settings": {"head": {"memory": "full"}}}),
+    ("meta/config", lambda c: {**c, "settings": {"rnn": {"dropout": 2}}}),
+    ("optim/", None),
+])
+def test_nothing_is_built_before_the_whole_file_is_checked(good, tmp_path, monkeypatch, section, change):
+    entries = _entries(good)
+    if change is None:
+        entries["optim/lr"] = np.array(np.nan)
+    else:
+        entries[section] = np.array(json.dumps(change(json.loads(str(entries[section])))))
+    path = _write(tmp_path / "bad.npz", entries)
+    built = []
+    monkeypatch.setattr(Module, "add_param", lambda self, name, value: built.append(name))
+    with pytest.raises(CheckpointError):
+        load_model(path, with_optimizer=True)
+    assert built == []
+
+
 def test_loading_passes_the_memory_guard_first(good, monkeypatch):
     """A file whose arrays fit their config but not the machine is refused before it is read or built: a
     CheckpointError that is also a MemoryError, naming the bytes."""
