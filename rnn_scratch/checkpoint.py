@@ -278,7 +278,8 @@ class _Archive:
     def _add(self, info):
         name = info.filename
         if not name.endswith(".npy") or not name.startswith(("meta/", "param/", "optim/")):
-            raise self.error(name, "unexpected entry (a checkpoint holds meta/, param/ and optim/ arrays only)")
+            raise self.error(repr(name[:200]), "unexpected entry (a checkpoint holds meta/, param/ and optim/ "
+                                               "arrays only)")
         key = name[:-4]
         if key in self.infos:
             raise self.error(key, "appears twice in the archive")
