@@ -8,8 +8,10 @@ on stderr and exits 1 (2 for a usage error); ``--debug`` shows the traceback ins
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
+import re
 import sys
 import tempfile
 
@@ -75,11 +77,29 @@ def _common(parser, *, backend=True, dtype=None, seed=True, out=True):
 
 
 def _writable_folder(path):
-    """Make ``path`` if needed and check that a file can be written there, before any work."""
+    """Make ``path`` if needed and check that a file can be written there, before any work. Returns the
+    folders it made, deepest first (:func:`_remove_if_empty` takes them back when the command fails)."""
+    made, folder = [], os.path.abspath(path)
+    while not os.path.lexists(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
     os.makedirs(path, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path, prefix=".rnn_scratch-write-check-"):
-        pass
-    return path
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".rnn_scratch-write-check-"):
+            pass
+    except OSError:
+        _remove_if_empty(made)
+        raise
+    return made
+
+
+def _remove_if_empty(folders):
+    """Remove the folders this run made, deepest first, as long as they are still empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 def _layer_args(parser):
@@ -141,12 +161,16 @@ def cmd_gradcheck(args):
 
     from .backend import to_backend
     from .gradcheck import check_layer
+    from .memory import check_available
     from .validation import check_lengths
 
     lengths = None
     if args.lengths is not None:
         lengths = check_lengths(np.array(args.lengths), batch=args.batch, seq_len=args.seq_len)
-    layer = _build_layer(args, "float64")
+    layer = _build_layer(args, "float64")  # its parameters pass the memory guard
+    check_available(8 * args.seq_len * args.batch * (args.input_size + layer.num_directions * args.hidden)
+                    + layer.bptt_bytes(args.seq_len, args.batch, masked=lengths is not None),
+                    f"gradcheck: seq_len={args.seq_len}, batch={args.batch}: the input and one forward + backward")
     rng = np.random.default_rng(args.seed)
     shape = (args.batch, args.seq_len, args.input_size) if args.batch_first else (args.seq_len, args.batch,
                                                                                    args.input_size)
@@ -285,9 +309,11 @@ def _bench_arguments(p):
 @command("bench", "time forward and forward+backward on NumPy, CuPy, PyTorch CPU and CUDA; JSON, table, plots")
 def cmd_bench(args):
     from . import benchmark
+    from .plots import write_text
 
-    if args.name is not None and (not args.name or os.sep in args.name or args.name.startswith(".")):
-        raise ValueError(f"--name must be a plain file-name part, got {args.name!r}")
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}", args.name):
+        raise ValueError(f"--name must be 1 to 100 of the characters A-Z a-z 0-9 . _ - (not starting with '.'), "
+                         f"got {args.name!r}")
     available = benchmark.available_backends()
     missing = sorted(set(args.backends or ()) - set(available))
     if missing:
@@ -298,8 +324,7 @@ def cmd_bench(args):
     result["command"] = "python -m rnn_scratch bench " + " ".join(sys.argv[2:])
     path = benchmark.save(result, args.out, args.name)
     text = benchmark.table(result)
-    with open(path.replace(".json", ".txt"), "w") as f:
-        f.write(text + "\n")
+    write_text(path.replace(".json", ".txt"), text + "\n")
     print(text)
     print("wrote", path, *benchmark.plot(result, args.out))
     return 0
@@ -568,25 +593,32 @@ def expected_errors():
 def main(argv=None):
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["demo", *argv]
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        parser.error(f"unknown command {argv[0]!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                     + f" (commands: {', '.join(COMMANDS)})")
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help", "--version"):
+        argv = ["demo", *argv]  # options alone: the demo's
     args = parser.parse_args(argv)
+    made = []
     try:
         if getattr(args, "backend", None) is not None:
             from .backend import resolve_backend
 
             resolve_backend(args.backend)  # a missing GPU is said now, not after the work
         if getattr(args, "out", None) is not None:
-            _writable_folder(args.out)
+            made = _writable_folder(args.out)
         from ._optional import require
 
         for module, purpose in getattr(args.func, "needs", lambda a: ())(args):
             require(module, f"rnn-scratch {args.command} ({purpose})")  # said now, not after the training
         return args.func(args)
     except KeyboardInterrupt:
+        _remove_if_empty(made)
         print(f"rnn-scratch {args.command}: interrupted", file=sys.stderr)
         return 130
     except expected_errors() as exc:
+        _remove_if_empty(made)  # a refused command leaves no empty --out folder behind
         if args.debug:
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__

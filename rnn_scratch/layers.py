@@ -17,23 +17,25 @@ from __future__ import annotations
 import inspect
 import math
 import threading
+import weakref
 
 import numpy as np
 
 from . import backend as be
+from . import memory as mem
 from .functional import (
     PARAM_NAMES,
     CheckpointedCache,
     canonical_cell_name,
     checkpointed_backward,
     checkpointed_forward,
-    default_every,
     get_cell,
     param_name,
 )
 from .validation import as_float_dtype, check_array, check_lengths, check_positive_int, check_probability
 
 _GRAD_LOCK = threading.Lock()  # gradients are accumulated under it (a layer may be used from several threads)
+_SAVED_LOCK = threading.Lock()  # every module's per-thread saved state is read and changed under it
 
 
 def _constructor_config(cls, args, kwargs):
@@ -73,19 +75,23 @@ class Module:
         self.grads: dict = {}
         self.children: dict = {}
         self.training = True
-        self._per_thread: dict = {}  # thread id -> what the last forward on that thread saved for backward
+        # thread -> what the last forward on that thread saved for its backward. Keyed by the Thread object,
+        # weakly: an ended thread's entry goes with its Thread object, and a new thread that reuses an ended
+        # one's id is a new key. Read and changed under _SAVED_LOCK.
+        self._per_thread = weakref.WeakKeyDictionary()
 
     # -- what a forward saves for its backward (per thread) --------------------------------------
     def _save_for_backward(self, **values):
         """Remember ``values`` for the backward of this forward, on this thread."""
-        alive = {t.ident for t in threading.enumerate()}
-        for ident in [i for i in self._per_thread if i not in alive]:  # threads that ended
-            self._per_thread.pop(ident, None)
-        self._per_thread[threading.get_ident()] = values
+        with _SAVED_LOCK:
+            for thread in [t for t in self._per_thread.keys() if not t.is_alive()]:  # ended, object still held
+                self._per_thread.pop(thread, None)
+            self._per_thread[threading.current_thread()] = values
 
     def _saved(self):
         """What the last forward on this thread saved; ValueError when there was none."""
-        saved = self._per_thread.get(threading.get_ident())
+        with _SAVED_LOCK:
+            saved = self._per_thread.get(threading.current_thread())
         if saved is None:
             raise ValueError(f"{type(self).__name__}.backward() called before forward(): there is no cached "
                              "forward pass to differentiate (on this thread)")
@@ -186,6 +192,43 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    # -- the parameters a constructor call would make, without making them ------------------------
+    @classmethod
+    def bind_config(cls, *args, **kwargs):
+        """{argument name: value} of the constructor call ``cls(*args, **kwargs)``, defaults filled in and
+        ``**kwargs`` kept as a dict under its own name; TypeError (as the call would raise) for arguments
+        the constructor does not take."""
+        bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+        bound.apply_defaults()
+        return dict(list(bound.arguments.items())[1:])
+
+    @classmethod
+    def children_spec(cls, config):
+        """[(child name, class, args, kwargs)]: the child modules the constructor builds from ``config``
+        (:meth:`bind_config`), in order. Models describe theirs; a module with parameters of its own
+        overrides :meth:`param_shapes` and :meth:`param_count` instead."""
+        raise TypeError(f"{cls.__name__} does not describe the parameters its constructor makes")
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        """{name: shape} of the parameters ``cls(*args, **kwargs)`` would have, as ``state_dict()`` names
+        them, computed from the arguments without allocating anything (the sizes checked as the
+        constructor checks them)."""
+        shapes = {}
+        for name, child, cargs, ckwargs in cls.children_spec(cls.bind_config(*args, **kwargs)):
+            shapes.update({f"{name}.{key}": shape for key, shape in child.param_shapes(*cargs, **ckwargs).items()})
+        return shapes
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        """(numbers, arrays, numbers of the largest array) of those parameters, in closed form: pricing a
+        model never enumerates its parameters (:mod:`rnn_scratch.memory`)."""
+        numbers = arrays = largest = 0
+        for _, child, cargs, ckwargs in cls.children_spec(cls.bind_config(*args, **kwargs)):
+            n, a, big = child.param_count(*cargs, **ckwargs)
+            numbers, arrays, largest = numbers + n, arrays + a, max(largest, big)
+        return numbers, arrays, largest
+
 
 class IncompatibleKeys(tuple):
     """(missing_keys, unexpected_keys), as torch's ``load_state_dict`` returns them."""
@@ -239,14 +282,7 @@ class RNNBase(Module):
                  dropout=0.0, bidirectional=False, dtype="float32", backend=None, seed=None,
                  check_finite=True, memory="full", checkpoint_every=None):
         super().__init__(dtype=dtype, backend=backend)
-        if memory not in MEMORY_MODES:
-            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
-        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(
-                checkpoint_every, (int, np.integer)) or checkpoint_every < 1):
-            raise ValueError(f"checkpoint_every must be None (about sqrt(seq_len)) or an integer >= 1, "
-                             f"got {checkpoint_every!r}")
-        self.memory = memory
-        self.checkpoint_every = None if checkpoint_every is None else int(checkpoint_every)
+        self.memory, self.checkpoint_every = mem.check_memory_mode(memory, checkpoint_every)
         self.cell = get_cell(mode)
         self.mode = self.cell.name
         self.input_size = check_positive_int(input_size, "input_size")
@@ -259,17 +295,33 @@ class RNNBase(Module):
         self.num_directions = 2 if bidirectional else 1
         self.check_finite = bool(check_finite)
         self._rng = be.default_rng(seed)
-        H, G = self.hidden_size, self.cell.num_gates
-        bound = 1.0 / math.sqrt(H)
-        for layer in range(self.num_layers):
-            in_size = self.input_size if layer == 0 else H * self.num_directions
-            for direction in range(self.num_directions):
-                shapes = {"weight_ih": (G * H, in_size), "weight_hh": (G * H, H)}
-                if self.bias:
-                    shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
-                for kind, shape in shapes.items():
-                    self.add_param(param_name(kind, layer, direction == 1), self._rng.uniform(-bound, bound, shape))
+        config = (self.mode, self.input_size, self.hidden_size, self.num_layers, self.bias, self.bidirectional)
+        mem.check_available(mem.param_bytes(*mem.param_count(*config), self.dtype), f"{self!r}: the parameters",
+                            self.backend)  # before any of them is allocated
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for name, shape in mem.param_shapes(*config).items():
+            self.add_param(name, self._rng.uniform(-bound, bound, shape))
         self.last_dropout_masks = None
+
+    @classmethod
+    def _recurrent_config(cls, *args, **kwargs):
+        """(mode, input_size, hidden_size, num_layers, bias, bidirectional) of a constructor call, as
+        :func:`rnn_scratch.memory.param_shapes` takes them."""
+        a = cls.bind_config(*args, **kwargs)
+        return cls._mode(a), a["input_size"], a["hidden_size"], a["num_layers"], bool(a["bias"]), \
+            bool(a["bidirectional"])
+
+    @classmethod
+    def _mode(cls, config):
+        return config["mode"]
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        return mem.param_shapes(*cls._recurrent_config(*args, **kwargs))
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        return mem.param_count(*cls._recurrent_config(*args, **kwargs))
 
     def _layer_params(self, layer, direction):
         """{kind: parameter or None} of one layer and direction, the functional core's ``params``."""
@@ -315,7 +367,7 @@ class RNNBase(Module):
         (seq_len, input_size) as torch allows. Returns True for unbatched input."""
         layout = "(batch, seq_len, input_size={})" if self.batch_first else "(seq_len, batch, input_size={})"
         batched, unbatched = layout.format(self.input_size), f"(seq_len, input_size={self.input_size})"
-        check_array(x, "x", backend=self.backend, dtype=self.dtype, finite=self.check_finite)
+        check_array(x, "x", backend=self.backend, dtype=self.dtype)  # finiteness: _check_finite_steps
         if x.ndim not in (2, 3):
             raise ValueError(f"x must be 3-D {batched} or unbatched 2-D {unbatched}, got shape {tuple(x.shape)}")
         doc = batched if x.ndim == 3 else unbatched
@@ -324,6 +376,17 @@ class RNNBase(Module):
         if 0 in x.shape[:-1]:
             raise ValueError(f"x must have shape {doc} with seq_len and batch >= 1, got shape {tuple(x.shape)}")
         return x.ndim == 2
+
+    def _check_finite_steps(self, x, lengths):
+        """x holds no NaN or infinity at a valid step (padding past a sequence's length may hold anything:
+        it never reaches an output or a gradient)."""
+        if lengths is None:
+            check_array(x, "x", backend=self.backend, finite=True)
+            return
+        finite = self.xp.isfinite(x).all(axis=-1)  # (T, B), or (B, T) batch-first
+        valid = np.arange(x.shape[1 if self.batch_first else 0])[:, None] < lengths[None, :]
+        if not bool(finite[be.to_backend(valid.T if self.batch_first else valid, self.backend)].all()):
+            raise ValueError("x contains NaN or infinity at a valid step (within its sequence's length)")
 
     def _state_shape(self, batch):
         return (self.num_layers * self.num_directions, batch, self.hidden_size)
@@ -362,37 +425,26 @@ class RNNBase(Module):
         return [[{k: None if v is None else v.copy() for k, v in self._layer_params(layer, d).items()}
                  for d in range(self.num_directions)] for layer in range(self.num_layers)]
 
-    def bptt_bytes(self, seq_len, batch, memory=None):
-        """About how many bytes one forward + backward allocates (inputs given by the caller not counted).
+    def bptt_bytes(self, seq_len, batch, memory=None, *, masked=False):
+        """About how many bytes one forward + backward allocates (the caller's x and dout not counted):
+        :func:`rnn_scratch.memory.bptt_bytes` for this layer, ``memory`` (default ``self.memory``) and
+        ``masked`` (the call gives ``lengths``). Tested against measured peaks (estimate >= peak >=
+        estimate / 1.25)."""
+        memory, every = mem.check_memory_mode(memory or self.memory, self.checkpoint_every)
+        return mem.bptt_bytes(self.cell, seq_len, batch, self.input_size, self.hidden_size,
+                              num_layers=self.num_layers, num_directions=self.num_directions, bias=self.bias,
+                              dtype=self.dtype, memory=memory, checkpoint_every=every, masked=masked,
+                              batch_first=self.batch_first,
+                              dropout=self.training and self.dropout > 0 and self.num_layers > 1)
 
-        Full BPTT: a copy of x, every layer's cache (``Cell.memory``), the output, one layer's backward
-        buffers and dx. Checkpointed: a copy of x, each layer's output (the next layer's input), the
-        checkpoints, one segment's cache and backward, and dx.
-        """
-        memory = memory or self.memory
-        T, B, I, H, D = seq_len, batch, self.input_size, self.hidden_size, self.num_directions
-        fwd, bwd = self.cell.memory
-        n = self.cell.num_states
-        if memory == "full":
-            units = T * B * (2 * I + self.num_layers * D * H * fwd + D * H * (1 + bwd))
-        else:
-            k = self.checkpoint_every or default_every(T)
-            units = T * B * (2 * I + self.num_layers * D * H) + self.num_layers * D * B * H * (
-                n * (-(-T // k)) + k * (fwd + bwd))
-        return int(units * self.dtype.itemsize)
-
-    def _check_memory(self, T, B):
-        """Refuse a full-BPTT call that cannot fit, before allocating anything (the OS would kill the process
-        mid-way, as allocations are only backed when touched)."""
-        need = self.bptt_bytes(T, B)
-        if need < 1 << 28:  # below 256 MiB: not worth reading the machine's state
-            return
-        free = be.available_bytes(self.backend)
-        if free is not None and need > free:
-            lighter = self.bptt_bytes(T, B, "checkpoint")
-            raise MemoryError(f"{type(self).__name__} with memory={self.memory!r}: seq_len={T}, batch={B} needs "
-                              f"about {need / 2**30:.1f} GiB for forward + backward, {free / 2**30:.1f} GiB is "
-                              f"available; memory='checkpoint' needs about {lighter / 2**30:.2f} GiB")
+    def _check_memory(self, T, B, masked):
+        """Refuse a call that cannot fit before allocating anything (the OS would kill the process mid-way,
+        as allocations are only backed when touched)."""
+        hint = ""
+        if self.memory == "full":
+            hint = f"memory='checkpoint' needs {mem.format_bytes(self.bptt_bytes(T, B, 'checkpoint'))}"
+        mem.check_available(self.bptt_bytes(T, B, masked=masked), f"forward + backward of {type(self).__name__} "
+                            f"with memory={self.memory!r}: seq_len={T}, batch={B}", self.backend, hint)
 
     # -- forward / backward --------------------------------------------------------------------
     def forward_states(self, x, states=None, lengths=None, *, dropout_masks=None):
@@ -403,20 +455,22 @@ class RNNBase(Module):
         (num_layers * num_directions, batch, hidden_size), without the batch axis for unbatched x.
         """
         unbatched = self._check_x(x)
+        if unbatched and lengths is not None:
+            raise ValueError("lengths needs batched x: unbatched x (seq_len, input_size) is one whole sequence")
+        T, B = (x.shape[0], 1) if unbatched else (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
+        if lengths is not None:
+            lengths = check_lengths(lengths, batch=B, seq_len=T)
+        self._check_memory(T, B, lengths is not None)  # before the copy and the finiteness check allocate
+        if self.check_finite:
+            self._check_finite_steps(x, lengths)
         if unbatched:
             xt = x[:, None].copy()
-            if lengths is not None:
-                raise ValueError("lengths needs batched x: unbatched x (seq_len, input_size) is one whole sequence")
         else:  # a copy: the caller may change x before the backward
             xt = x.transpose(1, 0, 2).copy() if self.batch_first else x.copy()
-        T, B, _ = xt.shape
-        if self.memory == "full":
-            self._check_memory(T, B)
         states = self._checked_states(states, tuple(f"{s}0" for s in self.cell.state_names), B, unbatched)
         states = tuple(self.xp.zeros(self._state_shape(B), dtype=self.dtype) if s is None else s for s in states)
         mask = None
         if lengths is not None:
-            lengths = check_lengths(lengths, batch=B, seq_len=T)
             mask = be.to_backend((np.arange(T)[:, None] < lengths[None, :])[:, :, None], self.backend)
         masks = self._dropout_masks(T, B, dropout_masks)
         params = self._snapshot_params()
@@ -515,6 +569,7 @@ class RNNBase(Module):
                 for k, g in enumerate(d0):
                     d_init[k][idx] = g
                 dx_sum = dx if dx_sum is None else dx_sum + dx
+                del dx, dout_d  # not kept past their use (they would stay alive through the layer below)
             if layer > 0 and masks is not None:
                 dx_sum *= masks[layer - 1]
             dcur = dx_sum
@@ -540,7 +595,7 @@ class RNNBase(Module):
         return dx, self.from_states(dstates)
 
 
-MEMORY_MODES = ("full", "checkpoint")
+MEMORY_MODES = mem.MEMORY_MODES
 
 
 def _one_of(name, value, alias_name, alias):
@@ -565,6 +620,12 @@ class RNN(RNNBase):
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, check_finite, memory, checkpoint_every)
 
+    @classmethod
+    def _mode(cls, config):
+        if config["nonlinearity"] not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {config['nonlinearity']!r}")
+        return f"rnn_{config['nonlinearity']}"
+
     def extra_repr(self):
         s = super().extra_repr()
         return s if self.nonlinearity == "tanh" else s + ", nonlinearity='relu'"
@@ -582,6 +643,10 @@ class GRU(RNNBase):
     def __init__(self, input_size, hidden_size, *args, **kwargs):
         super().__init__("gru", input_size, hidden_size, *args, **kwargs)
 
+    @classmethod
+    def _mode(cls, config):
+        return "gru"
+
 
 class LSTM(RNNBase):
     """Long short-term memory, ``torch.nn.LSTM``-shaped (gates i, f, g, o).
@@ -594,6 +659,10 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, *args, **kwargs):
         super().__init__("lstm", input_size, hidden_size, *args, **kwargs)
+
+    @classmethod
+    def _mode(cls, config):
+        return "lstm"
 
     def forward(self, x, state=None, lengths=None, *, hx=None, dropout_masks=None):
         """``out, (h_n, c_n) = lstm(x, (h0, c0))``; ``hx`` is torch's name for ``state``."""
@@ -614,12 +683,18 @@ def _without_mode(init):
 LSTM.__init__.__signature__ = GRU.__init__.__signature__ = _without_mode(RNNBase.__init__)
 
 
-def make_layer(cell, input_size, hidden_size, **kwargs):
-    """The layer for a cell name (``functional.CELL_CHOICES``: rnn_tanh (alias rnn), rnn_relu, lstm, gru)."""
+def layer_call(cell, input_size, hidden_size, **kwargs):
+    """(class, args, kwargs) of the layer :func:`make_layer` builds for a cell name."""
     name = canonical_cell_name(cell)
     if name.startswith("rnn_"):
-        return RNN(input_size, hidden_size, nonlinearity=name[len("rnn_"):], **kwargs)
-    return {"lstm": LSTM, "gru": GRU}[name](input_size, hidden_size, **kwargs)
+        return RNN, (input_size, hidden_size), dict(nonlinearity=name[len("rnn_"):], **kwargs)
+    return {"lstm": LSTM, "gru": GRU}[name], (input_size, hidden_size), kwargs
+
+
+def make_layer(cell, input_size, hidden_size, **kwargs):
+    """The layer for a cell name (``functional.CELL_CHOICES``: rnn_tanh (alias rnn), rnn_relu, lstm, gru)."""
+    cls, args, kwargs = layer_call(cell, input_size, hidden_size, **kwargs)
+    return cls(*args, **kwargs)
 
 
 class Linear(Module):
@@ -632,11 +707,23 @@ class Linear(Module):
         super().__init__(dtype=dtype, backend=backend)
         self.in_features = check_positive_int(in_features, "in_features")
         self.out_features = check_positive_int(out_features, "out_features")
+        shapes = mem.linear_shapes(in_features, out_features, bias)
+        mem.check_available(mem.param_bytes(*mem.shapes_count(shapes), self.dtype),
+                            f"Linear({self.in_features}, {self.out_features}): the parameters", self.backend)
         rng = be.default_rng(seed)
         bound = 1.0 / math.sqrt(in_features)
         self.add_param("weight", rng.uniform(-bound, bound, (out_features, in_features)))
         if bias:
             self.add_param("bias", rng.uniform(-bound, bound, (out_features,)))
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        a = cls.bind_config(*args, **kwargs)
+        return mem.linear_shapes(a["in_features"], a["out_features"], bool(a["bias"]))
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        return mem.shapes_count(cls.param_shapes(*args, **kwargs))
 
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features}, bias={'bias' in self.params})"
@@ -673,7 +760,19 @@ class Embedding(Module):
         super().__init__(dtype=dtype, backend=backend)
         self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
+        shapes = mem.embedding_shapes(num_embeddings, embedding_dim)
+        mem.check_available(mem.param_bytes(*mem.shapes_count(shapes), self.dtype), f"{self!r}: the parameters",
+                            self.backend)
         self.add_param("weight", be.default_rng(seed).standard_normal((num_embeddings, embedding_dim)))
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        a = cls.bind_config(*args, **kwargs)
+        return mem.embedding_shapes(a["num_embeddings"], a["embedding_dim"])
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        return mem.shapes_count(cls.param_shapes(*args, **kwargs))
 
     def __repr__(self):
         return f"Embedding({self.num_embeddings}, {self.embedding_dim})"

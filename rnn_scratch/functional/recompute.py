@@ -69,8 +69,8 @@ def checkpointed_forward(cell, x, state, params, *, reverse=False, mask=None, ev
     state = tuple(state)
     for seg in segments(T, every, reverse):
         checkpoints.append((seg, state))
-        out[seg], state, _ = cell.forward(x[seg], state, params, reverse=reverse,
-                                          mask=None if mask is None else mask[seg])
+        out[seg], state = cell.forward(x[seg], state, params, reverse=reverse,
+                                       mask=None if mask is None else mask[seg])[:2]  # the cache goes at once
         state = tuple(s.copy() for s in state)  # a view would keep the whole segment's state buffer alive
     return out, state, CheckpointedCache(cell, x, params, mask, reverse, checkpoints)
 
@@ -87,6 +87,7 @@ def checkpointed_backward(dout, dstate_n, cache: CheckpointedCache):
         mask = None if cache.mask is None else cache.mask[seg]
         _, _, seg_cache = cache.cell.forward(cache.x[seg], state, cache.params, reverse=cache.reverse, mask=mask)
         dx[seg], dstate, g = cache.cell.backward(None if dout is None else dout[seg], dstate, seg_cache)
+        del seg_cache  # before the next segment's is made: one segment's activations at a time
         if grads is None:
             grads = g
         else:
