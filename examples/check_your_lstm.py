@@ -1,9 +1,11 @@
 """Check your own LSTM: a learner's CS231n-style LSTM with one planted mistake, the kit's report on it, then
 the fixed version passing.
 
-The kit (rnn_scratch.testing.check_implementation, or `python -m rnn_scratch check my_lstm.py --convention
-cs231n --cell lstm`) searches for inputs where your functions disagree with rnn_scratch's reference,
-shrinks the failing case to the smallest one, and says which gradient is wrong and why.
+The kit (rnn_scratch.testing.check_implementation, or, from a CS231n assignment folder, `python -m rnn_scratch
+check cs231n/rnn_layers.py --convention cs231n --cell lstm`) runs your functions in a child process, searches
+for inputs where they disagree with rnn_scratch's reference, shrinks the failing case to the smallest one, and
+says which gradient is wrong and why. Here the functions exist only in this script (closures), so the kit's child
+is a fork of this process; a file is imported afresh in a new interpreter.
 
 Run:  python examples/check_your_lstm.py [--max-examples 60]
 """

@@ -255,19 +255,59 @@ class CudaGraphs:
 
 
 def available_bytes(backend: str) -> int | None:
-    """Memory that can still be allocated: the host's MemAvailable (Linux) for NumPy, the device's free
-    memory for CuPy; None when unknown."""
+    """Memory that can still be allocated: for NumPy the host's MemAvailable (Linux), or less when this
+    process's control group (a container's memory limit) has less headroom; for CuPy the device's free
+    memory plus what CuPy's memory pool holds free. None when unknown."""
     if backend == "cupy":
         if not cupy_available():
             return None
-        return int(_probe_cupy()[0].cuda.runtime.memGetInfo()[0])
+        cp = _probe_cupy()[0]
+        return int(cp.cuda.runtime.memGetInfo()[0] + cp.get_default_memory_pool().free_bytes())
+    free = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    free = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
         pass
+    headroom = cgroup_headroom()
+    if headroom is not None:
+        free = headroom if free is None else min(free, headroom)
+    return free
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def cgroup_headroom(root: str = CGROUP_ROOT) -> int | None:
+    """Bytes this control group may still use: its limit minus its usage, counting inactive file pages as
+    free (the kernel reclaims them first); None without a limit (cgroup v2 ``memory.max``, else v1
+    ``memory/memory.limit_in_bytes``)."""
+
+    def read(*parts):
+        try:
+            with open(os.path.join(root, *parts)) as f:
+                return f.read()
+        except OSError:
+            return None
+
+    for limit_file, usage_file, stat_file, inactive in (
+            (("memory.max",), ("memory.current",), ("memory.stat",), "inactive_file"),
+            (("memory", "memory.limit_in_bytes"), ("memory", "memory.usage_in_bytes"), ("memory", "memory.stat"),
+             "total_inactive_file")):
+        limit, usage = read(*limit_file), read(*usage_file)
+        if limit is None or usage is None:
+            continue
+        try:
+            limit, usage = limit.strip(), int(usage)
+            if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a huge number)
+                return None
+            stats = dict(line.split() for line in (read(*stat_file) or "").splitlines() if len(line.split()) == 2)
+            return max(0, int(limit) - usage + int(stats.get(inactive, 0)))
+        except ValueError:
+            return None
     return None
 
 

@@ -394,9 +394,9 @@ def save(result, out_dir, name=None):
     os.makedirs(out_dir, exist_ok=True)
     tag = name or ("gpu" if result["machine"].get("gpu") else "cpu")
     path = os.path.join(out_dir, f"bench_{tag}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    return path
+    from .plots import write_text
+
+    return write_text(path, json.dumps(result, indent=1))
 
 
 def plot(result, out_dir):

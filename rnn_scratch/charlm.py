@@ -9,6 +9,7 @@ import numpy as np
 
 from .backend import to_backend
 from .losses import softmax_cross_entropy
+from .memory import check_available
 from .models import CharLM
 from .optim import Adam, clip_grad_norm
 from .plots import plot_loss
@@ -31,14 +32,19 @@ def char_batches(ids, seq_len, batch_size, rng):
     return ids[idx], ids[idx + 1]
 
 
+DEFAULT_PREFIX = "Shall I "
+
+
 def train_char_lm(*, text=None, cell="lstm", hidden=128, seq_len=48, batch_size=32, epochs=40, lr=5e-3,
-                  temperature=0.7, sample_len=300, prefix="Shall I ", seed=0, dtype="float32", backend=None,
+                  temperature=0.7, sample_len=300, prefix=None, seed=0, dtype="float32", backend=None,
                   out="out", show_progress=True):
     """Train a :class:`~rnn_scratch.models.CharLM` on ``text`` (default: the sonnets shipped in the package).
 
     Random windows of ``seq_len`` characters, softmax cross-entropy on the next character, Adam, gradient
-    clipping at norm 5; then a sample of ``sample_len`` characters after ``prefix``. Writes the loss plot
-    under ``out`` (None: no plot). Returns {"losses", "sample", "report", "model", "vocab"}.
+    clipping at norm 5; then a sample of ``sample_len`` characters after ``prefix``: its characters must
+    occur in the text (ValueError naming those that do not); None means "Shall I " when the text has
+    all its characters, else the text's first 8 characters. Writes the loss plot under ``out`` (None:
+    no plot). Returns {"losses", "sample", "report", "model", "vocab"}.
     """
     text = default_text() if text is None else text
     if len(text) < seq_len + 2:
@@ -50,9 +56,21 @@ def train_char_lm(*, text=None, cell="lstm", hidden=128, seq_len=48, batch_size=
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     chars, index = build_vocab(text)
+    if prefix is None:
+        prefix = DEFAULT_PREFIX if set(DEFAULT_PREFIX) <= set(index) else text[:len(DEFAULT_PREFIX)]
+    unknown = sorted(set(prefix) - set(index))
+    if unknown or not prefix:
+        raise ValueError(f"prefix must be a non-empty string of characters that occur in the text; {unknown} do not"
+                         if unknown else "prefix must be a non-empty string")
     ids = np.array([index[c] for c in text], dtype=np.int64)
     rng = np.random.default_rng(seed)
     model = CharLM(len(chars), cell=cell, hidden_size=hidden, seed=seed, dtype=dtype, backend=backend)
+    # one training step, priced before the first batch is drawn: indices and tokens, the recurrent layer's
+    # forward + backward, and the embeddings, logits, probabilities and their gradients
+    rows, V, E = batch_size * seq_len, len(chars), model.embed.embedding_dim
+    check_available(32 * rows + model.rnn.bptt_bytes(seq_len, batch_size)
+                    + model.dtype.itemsize * rows * (2 * E + 2 * hidden + 4 * V),
+                    f"char: batch_size={batch_size} x seq_len={seq_len} (one training step)", model.backend)
     opt = Adam(model.parameters(), lr=lr)
     steps_per_epoch = max(1, len(ids) // (seq_len * batch_size))
     losses = []
@@ -70,7 +88,7 @@ def train_char_lm(*, text=None, cell="lstm", hidden=128, seq_len=48, batch_size=
                 total += loss
             losses.append(total / steps_per_epoch)
             bar.set(loss=losses[-1])
-    sample = model.sample([index.get(c, 0) for c in prefix], sample_len, temperature, rng)
+    sample = model.sample([index[c] for c in prefix], sample_len, temperature, rng)
     text_out = prefix + "".join(chars[i] for i in sample)
     report = (f"{len(text)} characters, vocabulary {len(chars)}; {cell} hidden {hidden}, "
               f"{model.num_parameters()} parameters\n"

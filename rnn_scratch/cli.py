@@ -8,8 +8,10 @@ on stderr and exits 1 (2 for a usage error); ``--debug`` shows the traceback ins
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
+import re
 import sys
 import tempfile
 
@@ -75,11 +77,29 @@ def _common(parser, *, backend=True, dtype=None, seed=True, out=True):
 
 
 def _writable_folder(path):
-    """Make ``path`` if needed and check that a file can be written there, before any work."""
+    """Make ``path`` if needed and check that a file can be written there, before any work. Returns the
+    folders it made, deepest first (:func:`_remove_if_empty` takes them back when the command fails)."""
+    made, folder = [], os.path.abspath(path)
+    while not os.path.lexists(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
     os.makedirs(path, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path, prefix=".rnn_scratch-write-check-"):
-        pass
-    return path
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".rnn_scratch-write-check-"):
+            pass
+    except OSError:
+        _remove_if_empty(made)
+        raise
+    return made
+
+
+def _remove_if_empty(folders):
+    """Remove the folders this run made, deepest first, as long as they are still empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 def _layer_args(parser):
@@ -141,12 +161,16 @@ def cmd_gradcheck(args):
 
     from .backend import to_backend
     from .gradcheck import check_layer
+    from .memory import check_available
     from .validation import check_lengths
 
     lengths = None
     if args.lengths is not None:
         lengths = check_lengths(np.array(args.lengths), batch=args.batch, seq_len=args.seq_len)
-    layer = _build_layer(args, "float64")
+    layer = _build_layer(args, "float64")  # its parameters pass the memory guard
+    check_available(8 * args.seq_len * args.batch * (args.input_size + layer.num_directions * args.hidden)
+                    + layer.bptt_bytes(args.seq_len, args.batch, masked=lengths is not None),
+                    f"gradcheck: seq_len={args.seq_len}, batch={args.batch}: the input and one forward + backward")
     rng = np.random.default_rng(args.seed)
     shape = (args.batch, args.seq_len, args.input_size) if args.batch_first else (args.seq_len, args.batch,
                                                                                    args.input_size)
@@ -286,9 +310,11 @@ def _bench_arguments(p):
 @command("bench", "time forward and forward+backward on NumPy, CuPy, PyTorch CPU and CUDA; JSON, table, plots")
 def cmd_bench(args):
     from . import benchmark
+    from .plots import write_text
 
-    if args.name is not None and (not args.name or os.sep in args.name or args.name.startswith(".")):
-        raise ValueError(f"--name must be a plain file-name part, got {args.name!r}")
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}", args.name):
+        raise ValueError(f"--name must be 1 to 100 of the characters A-Z a-z 0-9 . _ - (not starting with '.'), "
+                         f"got {args.name!r}")
     available = benchmark.available_backends()
     missing = sorted(set(args.backends or ()) - set(available))
     if missing:
@@ -299,8 +325,7 @@ def cmd_bench(args):
     result["command"] = "python -m rnn_scratch bench " + " ".join(sys.argv[2:])
     path = benchmark.save(result, args.out, args.name)
     text = benchmark.table(result)
-    with open(path.replace(".json", ".txt"), "w") as f:
-        f.write(text + "\n")
+    write_text(path.replace(".json", ".txt"), text + "\n")
     print(text)
     print("wrote", path, *benchmark.plot(result, args.out))
     return 0
@@ -351,35 +376,193 @@ cmd_gradflow.options = dict(backend=False, dtype=None)
 # -- check: the conformance kit ---------------------------------------------------------------------
 def _check_arguments(p):
     p.add_argument("target", metavar="PATH_OR_MODULE",
-                   help="a .py file or an importable module (cs231n convention); MODULE:ATTR or PATH:ATTR names a "
-                        "layer class or factory (layer convention)")
+                   help="a .py file (cs231n/rnn_layers.py: a file inside a package folder is imported as the "
+                        "package's module) or an importable module; MODULE:ATTR or PATH:ATTR names a layer class, "
+                        "factory or object (layer convention)")
     p.add_argument("--convention", choices=["cs231n", "layer"], required=True,
                    help="cs231n: CS231n's function names and signatures; layer: a torch-shaped layer")
     p.add_argument("--cell", choices=cell_choices(), required=True,
-                   help="cs231n: rnn or lstm; layer: rnn (tanh), rnn_relu, lstm or gru")
+                   help="cs231n: rnn or lstm (CS231n's assignment has no others); layer: any registered cell")
     p.add_argument("--max-examples", type=int_at_least(1), default=None,
                    help="cases searched per function (default 60)")
+    p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
+                   help="wall-clock limit for the whole check (default 120); when it runs out the report says "
+                        "what was not checked and the exit status is 3")
+    p.add_argument("--call-limit", type=positive_float, default=None, metavar="SECONDS",
+                   help="wall-clock limit for one call of your code (default 10); a call that overruns is stopped "
+                        "and reported, not retried")
+    p.add_argument("--strict", action="store_true",
+                   help="an argument changed in place fails the check (by default it is a warning, exit 0)")
 
 
 @command("check", "check your own RNN/LSTM: search for a failing case, shrink it, say which gradient is wrong "
-                  "and why (exit 0 conforming, 1 not, 2 usage or import error)")
+                  "and why (exit 0 conforming, 1 not, 2 usage or import error, 3 time limit reached)")
 def cmd_check(args):
     from .testing.conformance import ImplementationError, check_implementation
+    from .testing.kit import hypothesis_storage
 
     try:
-        report = check_implementation(args.target, convention=args.convention, cell=args.cell,
-                                      max_examples=args.max_examples, seed=args.seed)
+        with hypothesis_storage():  # hypothesis writes its cache in a temporary folder, not in ./.hypothesis
+            report = check_implementation(args.target, convention=args.convention, cell=args.cell,
+                                          max_examples=args.max_examples, seed=args.seed, strict=args.strict,
+                                          time_limit=args.time_limit, call_limit=args.call_limit)
     except ImplementationError as exc:
-        print(f"rnn-scratch check: error: {exc}", file=sys.stderr)
+        print(f"rnn-scratch check: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(report)
-    return 0 if report.ok else 1
+    return report.exit_status
 
 
 cmd_check.error_status = 2  # 1 means "does not conform"
 cmd_check.needs = lambda args: [("hypothesis", "case search")]
 cmd_check.add_arguments = _check_arguments
 cmd_check.options = dict(backend=False, dtype=None, out=False)
+
+
+# -- online: gradient algorithms side by side --------------------------------------------------------
+def _online_arguments(p):
+    from .online import METHODS, TASKS
+
+    p.add_argument("--task", choices=TASKS, default="add",
+                   help="add: Marschall et al.'s add task; copy: recall n bits; sine: the seed's forecaster as a "
+                        "stream (default add)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="gradient methods to train with (default: all)")
+    p.add_argument("--cell", choices=cell_choices(), default="rnn_tanh")
+    p.add_argument("--hidden", type=int_at_least(1), default=16, help="hidden units (default 16)")
+    p.add_argument("--steps", type=int_at_least(1), default=10000, help="steps of the stream per run (default 10000)")
+    p.add_argument("--seeds", type=int_at_least(1), default=5,
+                   help="runs per method, seeds --seed, --seed+1, ... (default 5)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: adam 3e-3, sgd 0.05)")
+    p.add_argument("--truncation", type=int_at_least(1),
+                   help="k of bptt (window of each update) and tbptt (steps back); default 6, only with those methods")
+    p.add_argument("--batch", type=int_at_least(1), default=1, help="independent streams per step (default 1)")
+    p.add_argument("--clip", type=positive_float, help="clip each update's global norm")
+    p.add_argument("--lags", type=int_at_least(1), nargs=2, metavar=("T1", "T2"),
+                   help="add task: the lags of its two dependencies (default 5 8)")
+    p.add_argument("--length", type=int_at_least(1), help="copy task: bits per episode (default 3)")
+    p.add_argument("--every", type=int_at_least(1), help="steps per point of the curves (default steps/50)")
+    p.add_argument("--no-exact", action="store_true",
+                   help="skip the exact RTRL run alongside each method (no alignment or variance curves)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("online", "train online with BPTT, truncated BPTT, RTRL, UORO, KF-RTRL, SnAp and RFLO side by side: "
+                   "learning curves, alignment with the exact gradient, variance, cost table; JSON and plots")
+def cmd_online(args):
+    import json
+
+    from .online import study, tasks
+
+    options = {}
+    if args.lags is not None:
+        if args.task != "add":
+            raise ValueError(f"--lags belongs to the add task, not --task {args.task}")
+        options["lags"] = tuple(args.lags)
+    if args.length is not None:
+        if args.task != "copy":
+            raise ValueError(f"--length belongs to the copy task, not --task {args.task}")
+        options["length"] = args.length
+    if args.task == "add":
+        options.setdefault("lags", (5, 8))
+    task = tasks.make_task(args.task, **options)
+    windowed = [m for m in args.methods if m in ("bptt", "tbptt")]
+    if args.truncation is not None and not windowed:
+        raise ValueError("--truncation is the k of bptt and tbptt, and neither is among --methods")
+    truncation = (args.truncation or 6) if windowed else None
+    if args.every is not None and args.every > args.steps:
+        raise ValueError(f"--every {args.every} is more than --steps {args.steps}")
+    print(f"online: {task.describe()}, {args.cell} hidden {args.hidden}, {args.steps} steps x {args.seeds} seeds, "
+          f"batch {args.batch}, {args.optimizer} lr {args.lr or ('3e-3' if args.optimizer == 'adam' else '0.05')}"
+          f"{f', truncation {truncation}' if truncation else ''}, {args.dtype}; methods {' '.join(args.methods)}")
+    result = study.run_study(task, args.methods, seeds=args.seeds, seed=args.seed, cell=args.cell, hidden=args.hidden,
+                             steps=args.steps, batch=args.batch, optimizer=args.optimizer, lr=args.lr,
+                             truncation=truncation, clip=args.clip, exact=not args.no_exact, every=args.every,
+                             dtype=args.dtype, backend=args.backend, show_progress=not args.no_progress)
+    result["command"] = "python -m rnn_scratch online " + " ".join(sys.argv[2:])
+    table = study.cost_table(result)
+    base = os.path.join(args.out, f"online_{task.name}")
+    with open(base + ".json", "w") as f:
+        json.dump(study.json_ready(result), f, indent=1, allow_nan=False)
+    variance = result["estimator_variance"]
+    notes = []
+    if "ratio_kf_rtrl_to_uoro" in variance:
+        notes.append(f"estimator variance at the initial weights ({variance['samples']} draws, {variance['steps']} "
+                     f"steps): uoro {variance['uoro']:.3g}, kf-rtrl {variance['kf-rtrl']:.3g}, ratio kf-rtrl / uoro "
+                     f"{variance['ratio_kf_rtrl_to_uoro']:.3g} (squared norm of the exact gradient "
+                     f"{variance['exact_squared_norm']:.3g})")
+    with open(base + ".txt", "w") as f:
+        f.write("\n".join([table, *notes]) + "\n")
+    print(table)
+    for line in notes:
+        print(line)
+    plots = [study.plot_learning_curves] + ([] if args.no_exact else [study.plot_alignment, study.plot_variance])
+    paths = []
+    for plot, suffix in zip(plots, ("loss", "alignment", "variance")):
+        paths.append(f"{base}_{suffix}.png")
+        plot(result, paths[-1])
+    print("wrote", base + ".json", base + ".txt", *paths)
+    return 0
+
+
+cmd_online.needs = lambda args: [("matplotlib", "plots")]
+cmd_online.add_arguments = _online_arguments
+cmd_online.options = dict(dtype="float64")
+
+
+# -- properties: the reference-free suite -----------------------------------------------------------
+def _properties_arguments(p):
+    from .testing.properties import ADAPTERS, DEFAULT_MAX_EXAMPLES, PROPERTY_NAMES
+
+    p.add_argument("target", metavar="MODULE:FACTORY",
+                   help="a factory (input_size, hidden_size) -> layer: MODULE is a .py file or an importable module, "
+                        "e.g. torch.nn:GRU or my_layers.py:make_lstm (importing a file runs it)")
+    p.add_argument("--adapter", choices=sorted(ADAPTERS), required=True,
+                   help="how to call the layer: torch (torch.nn.RNN/LSTM/GRU), rnn_scratch, or custom (the protocol "
+                        "in rnn_scratch.testing.properties.adapters.CustomAdapter)")
+    p.add_argument("--only", nargs="+", choices=PROPERTY_NAMES, metavar="PROPERTY",
+                   help=f"check only these properties (default all: {', '.join(PROPERTY_NAMES)})")
+    p.add_argument("--dtypes", nargs="+", choices=["float64", "float32"], default=["float64", "float32"],
+                   help="float64 always; float32 too unless left out (default both)")
+    p.add_argument("--max-examples", type=int_at_least(1), default=DEFAULT_MAX_EXAMPLES,
+                   help=f"cases searched per property (default {DEFAULT_MAX_EXAMPLES})")
+    p.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
+                   help="stop searching after this long; the properties not reached are reported as not run "
+                        "(exit 1: incomplete)")
+    p.add_argument("--no-progress", action="store_true", help="no line per property on stderr")
+
+
+@command("properties", "check a recurrent layer against relations every correct RNN satisfies (batch, split, padding, "
+                       "bidirectional, relabelling, linearity, directional derivative, zero weights, dtype); exit 0 "
+                       "all hold, 1 a property broke, 2 usage or import error")
+def cmd_properties(args):
+    from .testing.properties import UsageError, check_properties, load_factory
+
+    def progress(line):
+        print(line, file=sys.stderr, flush=True)
+
+    if "float64" not in args.dtypes:
+        print("rnn-scratch properties: error: --dtypes must include float64 (the truth float32 is judged against)",
+              file=sys.stderr)
+        return 2
+    try:
+        factory = load_factory(args.target)
+        report = check_properties(factory, adapter=args.adapter, properties=args.only, dtypes=args.dtypes,
+                                  max_examples=args.max_examples, seed=args.seed, time_limit=args.time_limit,
+                                  progress=None if args.no_progress else progress, label=args.target)
+    except UsageError as exc:
+        print(f"rnn-scratch properties: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if report.ok else 1
+
+
+cmd_properties.error_status = 2  # 1 means "a property broke"
+cmd_properties.needs = lambda args: [("hypothesis", "case search")] + (
+    [("torch", "the torch adapter")] if args.adapter == "torch" else [])
+cmd_properties.add_arguments = _properties_arguments
+cmd_properties.options = dict(backend=False, dtype=None, out=False)
 
 
 # -- the parser and the error handler ---------------------------------------------------------------
@@ -413,25 +596,32 @@ def expected_errors():
 def main(argv=None):
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["demo", *argv]
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        parser.error(f"unknown command {argv[0]!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                     + f" (commands: {', '.join(COMMANDS)})")
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help", "--version"):
+        argv = ["demo", *argv]  # options alone: the demo's
     args = parser.parse_args(argv)
+    made = []
     try:
         if getattr(args, "backend", None) is not None:
             from .backend import resolve_backend
 
             resolve_backend(args.backend)  # a missing GPU is said now, not after the work
         if getattr(args, "out", None) is not None:
-            _writable_folder(args.out)
+            made = _writable_folder(args.out)
         from ._optional import require
 
         for module, purpose in getattr(args.func, "needs", lambda a: ())(args):
             require(module, f"rnn-scratch {args.command} ({purpose})")  # said now, not after the training
         return args.func(args)
     except KeyboardInterrupt:
+        _remove_if_empty(made)
         print(f"rnn-scratch {args.command}: interrupted", file=sys.stderr)
         return 130
     except expected_errors() as exc:
+        _remove_if_empty(made)  # a refused command leaves no empty --out folder behind
         if args.debug:
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__

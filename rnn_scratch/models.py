@@ -19,13 +19,23 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import default_rng
-from .layers import Embedding, Linear, Module, make_layer
+from .layers import Embedding, Linear, Module, layer_call, make_layer
 
 
 def make_recurrent(cell, input_size, hidden_size, **kw):
     """The recurrent layer for a cell name (:func:`rnn_scratch.layers.make_layer`); models use batch_first=True."""
     kw.setdefault("batch_first", True)
     return make_layer(cell, input_size, hidden_size, **kw)
+
+
+def _recurrent_spec(name, cell, input_size, hidden_size, **kw):
+    """The ``children_spec`` entry of a :func:`make_recurrent` child (the seed does not shape anything)."""
+    kw.setdefault("batch_first", True)
+    return (name, *layer_call(cell, input_size, hidden_size, **kw))
+
+
+def _directions(kw):
+    return 2 if kw.get("bidirectional", False) else 1
 
 
 def top_features(layer, h_n):
@@ -60,6 +70,13 @@ class ManyToOneRegressor(Module):
         self.head = self.add_child("head", Linear(hidden_size * self.rnn.num_directions, output_size,
                                                   seed=int(rng.integers(2**31)), **_common(kw)))
 
+    @classmethod
+    def children_spec(cls, a):
+        kw = a["kw"]
+        return [_recurrent_spec("rnn", a["cell"], a["input_size"], a["hidden_size"], num_layers=a["num_layers"],
+                                seed=None, **kw),
+                ("head", Linear, (a["hidden_size"] * _directions(kw), a["output_size"]), _common(kw))]
+
     def forward(self, x, lengths=None):
         return self.forward_with_state(x, lengths=lengths)[0]
 
@@ -92,6 +109,14 @@ class ManyToManyTagger(Module):
         self.head = self.add_child("head", Linear(hidden_size * self.rnn.num_directions, num_classes,
                                                   seed=int(rng.integers(2**31)), **_common(kw)))
 
+    @classmethod
+    def children_spec(cls, a):
+        kw = a["kw"]
+        return [_recurrent_spec("rnn", a["cell"], a["input_size"], a["hidden_size"], num_layers=a["num_layers"],
+                                bidirectional=a["bidirectional"], seed=None, **kw),
+                ("head", Linear, (a["hidden_size"] * (2 if a["bidirectional"] else 1), a["num_classes"]),
+                 _common(kw))]
+
     def forward(self, x, lengths=None):
         out, _ = self.rnn(x, lengths=lengths)
         return self.head(out)
@@ -121,6 +146,13 @@ class OneToManyGenerator(Module):
                                                         seed=int(rng.integers(2**31)), **kw))
         self.head = self.add_child("head", Linear(hidden_size, output_size, seed=int(rng.integers(2**31)),
                                                   **_common(kw)))
+
+    @classmethod
+    def children_spec(cls, a):
+        kw = a["kw"]
+        return [("init", Linear, (a["cond_size"], a["hidden_size"]), _common(kw)),
+                _recurrent_spec("rnn", a["cell"], a["output_size"], a["hidden_size"], seed=None, **kw),
+                ("head", Linear, (a["hidden_size"], a["output_size"]), _common(kw))]
 
     def _state(self, v):
         """(h0,): the initial hidden state; an LSTM's c0 is zero."""
@@ -177,6 +209,15 @@ class EncoderDecoder(Module):
                                                                 seed=s(), **kw))
         self.head = self.add_child("head", Linear(hidden_size, tgt_vocab, seed=s(), **_common(kw)))
 
+    @classmethod
+    def children_spec(cls, a):
+        kw, E, H = a["kw"], a["embed_size"], a["hidden_size"]
+        return [("src_embed", Embedding, (a["src_vocab"], E), _common(kw)),
+                ("tgt_embed", Embedding, (a["tgt_vocab"], E), _common(kw)),
+                _recurrent_spec("encoder", a["cell"], E, H, num_layers=a["num_layers"], seed=None, **kw),
+                _recurrent_spec("decoder", a["cell"], E, H, num_layers=a["num_layers"], seed=None, **kw),
+                ("head", Linear, (H, a["tgt_vocab"]), _common(kw))]
+
     def encode(self, src, src_lengths=None):
         """The encoder's final state tuple."""
         _, state = self.encoder.forward_states(self.src_embed(src), lengths=src_lengths)
@@ -215,6 +256,11 @@ class BidirectionalClassifier(ManyToOneRegressor):
         super().__init__(cell, input_size, hidden_size, num_classes, num_layers=num_layers, seed=seed,
                          bidirectional=True, **kw)
 
+    @classmethod
+    def children_spec(cls, a):
+        return ManyToOneRegressor.children_spec({**a, "output_size": a["num_classes"],
+                                                 "kw": dict(bidirectional=True, **a["kw"])})
+
 
 class CharLM(Module):
     """Character-level language model: embedding -> recurrent layers -> logits over the vocabulary."""
@@ -230,6 +276,14 @@ class CharLM(Module):
                                                         dropout=dropout, seed=int(rng.integers(2**31)), **kw))
         self.head = self.add_child("head", Linear(hidden_size, vocab_size, seed=int(rng.integers(2**31)),
                                                   **_common(kw)))
+
+    @classmethod
+    def children_spec(cls, a):
+        kw = a["kw"]
+        return [("embed", Embedding, (a["vocab_size"], a["embed_size"]), _common(kw)),
+                _recurrent_spec("rnn", a["cell"], a["embed_size"], a["hidden_size"], num_layers=a["num_layers"],
+                                dropout=a["dropout"], seed=None, **kw),
+                ("head", Linear, (a["hidden_size"], a["vocab_size"]), _common(kw))]
 
     def forward(self, idx, state=None):
         """idx (B, T) ints, state None or a tuple -> (logits (B, T, vocab), final state tuple)."""

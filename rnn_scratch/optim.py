@@ -23,13 +23,25 @@ import numpy as np
 from .backend import array_module
 
 
+def _real(value):
+    """``value`` as a Python number when it is a real number (int, float, NumPy scalar, or a 0-d array or
+    torch tensor, as torch's ``lr`` may be); None otherwise (bools and strings included)."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item") and not isinstance(value, np.generic):
+        value = value.item()  # a 0-d array or tensor
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return value
+
+
 def _number(value, name, low=0.0, high=math.inf, low_open=False, high_open=True):
-    """A finite real number in [low, high) (or the open/closed variants), as a float; ValueError naming it."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if ok:
-        value = float(value)
-        ok = math.isfinite(value) and (value > low if low_open else value >= low) and (
-            value < high if high_open else value <= high)
+    """A finite real number in [low, high) (or the open/closed variants), as a float; ValueError naming it
+    (TypeError when it is not a number at all)."""
+    real = _real(value)
+    if real is None:
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(real)
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and (
+        value < high if high_open else value <= high)
     if not ok:
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
@@ -47,7 +59,7 @@ class Optimizer:
         for item in self.params:
             if not isinstance(item, (tuple, list)) or len(item) != 3:
                 raise TypeError("params must be (name, parameter, gradient) triples, as module.parameters() gives")
-        self.lr = _number(lr, "lr", low_open=True)
+        self.lr = _number(lr, "lr")  # 0 allowed, as torch: warm-up schedules start there
         self.step_count = 0
         self.state: dict = {}
 
@@ -67,15 +79,21 @@ class Optimizer:
         return out
 
     def check_state_dict(self, state):
-        """Check a state_dict (from :meth:`state_dict`) against this optimiser without changing anything;
-        ValueError naming the first key that does not fit."""
+        """Check a state_dict (from :meth:`state_dict`) against this optimiser without changing anything, as
+        the constructor and :meth:`step` would: ``lr`` a finite number >= 0, ``step_count`` an integer >= 0,
+        every moment a finite real array of its parameter's shape (second moments >= 0). ValueError or
+        TypeError naming the first key that does not fit."""
         if not hasattr(state, "items"):
             raise TypeError(f"optimizer state must be a mapping, got {type(state).__name__}")
         keys = self._state_keys()
         for key, value in state.items():
-            if key in ("step_count", "lr"):
-                if np.ndim(value) != 0:
-                    raise ValueError(f"optimizer state {key!r} must be a scalar, got shape {np.shape(value)}")
+            if key == "lr":
+                _number(value, "optimizer state 'lr'")
+                continue
+            if key == "step_count":
+                count = _real(value)
+                if not isinstance(count, (int, np.integer)) or count < 0:
+                    raise ValueError(f"optimizer state 'step_count' must be an integer >= 0, got {value!r}")
                 continue
             if key not in keys:
                 kind = key.split("/", 1)[0]
@@ -85,6 +103,15 @@ class Optimizer:
             expected = tuple(self._param(key.split("/", 1)[1]).shape)
             if tuple(np.shape(value)) != expected:
                 raise ValueError(f"optimizer state {key!r} has shape {tuple(np.shape(value))}, expected {expected}")
+            dtype = getattr(value, "dtype", None)
+            if dtype is None or np.dtype(dtype).kind not in "fiu":
+                raise TypeError(f"optimizer state {key!r} must be a real array, got {type(value).__name__} of "
+                                f"dtype {dtype}")
+            xp = array_module(value)
+            if value.size and not bool(xp.isfinite(value).all()):
+                raise ValueError(f"optimizer state {key!r} contains NaN or infinity")
+            if key.startswith("exp_avg_sq/") and value.size and bool((value < 0).any()):
+                raise ValueError(f"optimizer state {key!r} (a running mean of squares) has negative entries")
 
     def load_state_dict(self, state):
         """Load a state_dict; it is checked whole (:meth:`check_state_dict`) before anything changes."""
@@ -93,8 +120,8 @@ class Optimizer:
             if key not in ("step_count", "lr"):
                 target = self.state.setdefault(key, self._zeros_for(key))
                 target[...] = array_module(target).asarray(value)
-        self.step_count = int(state.get("step_count", 0))
-        self.lr = float(state.get("lr", self.lr))
+        self.step_count = int(_real(state.get("step_count", self.step_count)))
+        self.lr = float(_real(state.get("lr", self.lr)))
 
     def _param(self, name):
         for n, p, _ in self.params:
@@ -185,11 +212,13 @@ def grad_norm(params):
 
 
 def clip_grad_norm(params, max_norm):
-    """Scale all gradients so their global L2 norm is at most ``max_norm`` (torch's rule:
-    factor max_norm / (norm + 1e-6) when below 1). Returns the norm before clipping."""
+    """Scale all gradients so their global L2 norm is at most ``max_norm`` (torch's rule: factor
+    max_norm / (norm + 1e-6) when below 1; a NaN norm makes every gradient NaN, as in torch). Returns the
+    norm before clipping."""
+    max_norm = _number(max_norm, "max_norm")
     total = grad_norm(params)
     coef = max_norm / (total + 1e-6)
-    if coef < 1:
+    if not coef >= 1:  # below 1, or NaN
         for g in _grads(params):
             g *= coef
     return total
@@ -197,6 +226,7 @@ def clip_grad_norm(params, max_norm):
 
 def clip_grad_value(params, clip_value):
     """Clamp every gradient element to [-clip_value, clip_value]. Returns the global norm before clipping."""
+    clip_value = _number(clip_value, "clip_value")
     total = grad_norm(params)
     for g in _grads(params):
         array_module(g).clip(g, -clip_value, clip_value, out=g)

@@ -7,6 +7,7 @@ headless and never pile up in pyplot's figure list.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -22,11 +23,31 @@ def new_figure(nrows=1, ncols=1, figsize=(6, 3.5), **subplots_kw):
 
 
 def save_figure(fig, path, dpi=110):
-    """Write ``fig`` as a PNG at ``path`` (folders made as needed); returns ``path``."""
+    """Write ``fig`` as a PNG at ``path`` (folders made as needed); returns ``path``. A failed write is an
+    OSError naming the file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with naming_the_file(path):
+        fig.savefig(path, dpi=dpi)
     return path
+
+
+def write_text(path, text):
+    """Write ``text`` to ``path``; a failed write (a full disk...) is an OSError naming the file."""
+    with naming_the_file(path), open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+@contextlib.contextmanager
+def naming_the_file(path):
+    """An OSError inside becomes one that names ``path`` (``write()`` on a full disk does not say which file)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), path) from exc  # "[Errno 28] No space ...: 'path'"
 
 
 def _finish(fig, path):

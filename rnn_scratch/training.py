@@ -6,6 +6,7 @@ import numpy as np
 
 from .backend import to_backend, to_numpy
 from .losses import mse
+from .memory import check_available
 from .optim import clip_grad_norm
 from .progress import progress
 
@@ -17,6 +18,8 @@ def tutorial_sine(n_windows=1000, window=20):
     Returns (data (N+L,), x (N, L, 1), y (N, 1)). The spacing of t is (N+L)/(N+L-1), about 1 radian:
     a period spans about 6.3 samples and a window of 20 about three periods.
     """
+    n = n_windows + window  # t and sin(t); then sliding_windows' indices and values, and the targets
+    check_available(16 * n + 16 * n * window + 8 * n, f"tutorial_sine: {n_windows} windows of {window}")
     t = np.linspace(0, n_windows + window, n_windows + window)
     data = np.sin(t)
     x, y = sliding_windows(data, window)
@@ -34,6 +37,7 @@ def sliding_windows(series, window=20):
     """Inputs (N, window, 1) and next-value targets (N, 1) with N = len(series) - window: window i is
     ``series[i:i+window]``, its target ``series[i+window]``."""
     n = len(series) - window
+    check_available(16 * n * window, f"sliding_windows: {n} windows of {window} (indices and values)")
     idx = np.arange(window)[None, :] + np.arange(n)[:, None]
     return series[idx][..., None], series[window:][:, None]
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..functional import cell_names
 from ..losses import mse
+from ..memory import check_available
 from ..models import ManyToOneRegressor, make_recurrent
 from ..optim import Adam, clip_grad_norm, grad_norm
 from ..progress import progress
@@ -25,6 +26,7 @@ def norms_vs_distance(cells=None, radii=(0.5, 1.0, 1.5), steps=200, hidden=32, b
     (steps back)}.
     """
     cells = cell_names() if cells is None else cells
+    check_available(8 * batch * steps * (1 + hidden), f"gradflow: the inputs of {steps} steps")  # then each trace
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, steps, 1))
     dout = np.zeros((batch, steps, hidden))

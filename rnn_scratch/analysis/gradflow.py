@@ -35,6 +35,7 @@ from ..functional import (
     stack_backward,
     stack_forward,
 )
+from ..memory import bptt_bytes, check_available
 
 
 @dataclass
@@ -65,10 +66,17 @@ def trace_gradients(layer, x, state=None, dout=None, dstate_n=None, *, contribut
     accumulates.
     """
     cell = layer.cell
-    xt = _time_major(layer, to_numpy(x))
-    T, B, _ = xt.shape
-    D, L = layer.num_directions, layer.num_layers
+    T, B = (x.shape[1], x.shape[0]) if layer.batch_first else x.shape[:2]
     every = checkpoint_every or (T if T <= 1000 else default_every(T))
+    # before anything is allocated: about twice the fast path's memory (the step functions keep more per
+    # step), and each step's share of every weight gradient when asked for
+    need = 2 * bptt_bytes(cell, T, B, layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
+                          num_directions=layer.num_directions, bias=layer.bias, dtype=x.dtype, memory="checkpoint",
+                          checkpoint_every=every, batch_first=layer.batch_first)
+    need += 8 * T * layer.num_parameters() if contributions else 0
+    check_available(need, f"trace_gradients over {T} steps, batch {B}")
+    xt = _time_major(layer, to_numpy(x))
+    D, L = layer.num_directions, layer.num_layers
     states = layer.to_states(state) or (None,) * cell.num_states
     states = tuple(np.zeros((L * D, B, layer.hidden_size), dtype=xt.dtype) if s is None else to_numpy(s)
                    for s in states)

@@ -10,6 +10,7 @@
 Every cell's state is a tuple, ``(h,)`` or ``(h, c)``.
 """
 
+from ._common import ImmediateTerm, StepDerivatives, TimeSlots
 from .cell import TORCH_PARAMS, Cell, FastPath, Kernel, Param, Prepared, TorchModule, TorchStep, param_name
 from .driver import LoopCache, sequence_backward, sequence_forward
 from .gru import GRU_CELL, GRUStepCache, gru_step_backward, gru_step_forward
@@ -24,6 +25,7 @@ from .stack import stack_backward, stack_forward
 __all__ = [
     "ALIASES", "CELLS", "Cell", "FastPath", "Kernel", "Param", "Prepared", "TORCH_PARAMS", "TorchModule", "TorchStep",
     "canonical_cell_name", "cell_choices", "cell_names", "get_cell", "param_name", "register_cell", "unregister_cell",
+    "ImmediateTerm", "StepDerivatives", "TimeSlots",
     "GRU_CELL", "GRUStepCache", "gru_step_backward", "gru_step_forward",
     "LSTM_CELL", "LSTMStepCache", "lstm_step_backward", "lstm_step_forward",
     "RNN_RELU_CELL", "RNN_TANH_CELL", "RNNStepCache", "rnn_step_backward", "rnn_step_forward",

@@ -174,3 +174,44 @@ def split_padded(xp, d, valid, carried):
 def rejoin_padded(d, carried):
     """See :func:`split_padded`."""
     d += carried
+
+
+class ImmediateTerm(NamedTuple):
+    r"""One Kronecker-factored term of a step's immediate Jacobian dS_t/dtheta (S_{t-1} and x_t held fixed).
+
+    For each parameter kind p in ``inputs`` (a subset of ``PARAM_NAMES``) with u_p = inputs[p]::
+
+        d s_t[q, j] / d p[g*H + j', k] = delta_{j j'} E[q, g, j] u_p[k]      u_p (B, K_p): a weight (G*H, K_p)
+        d s_t[q, j] / d p[g*H + j']    = delta_{j j'} E[q, g, j]             u_p None: a vector (G*H,)
+
+    q indexes the state parts (h, or h and c), g the gates, j the hidden units: row g*H + j of a parameter
+    reaches only unit j's state (the cells' weights act row by row on pre-activations). E: (B, n, G, H), the
+    sensitivity of the state to the pre-activations this term's parameters feed. ``reach``: (n, G) bools,
+    whether E[q, g] can be nonzero at all (the structure, whatever the values).
+    """
+
+    E: object
+    inputs: dict
+    reach: tuple
+
+
+class StepDerivatives(NamedTuple):
+    r"""The Jacobians of one step s_t = F(s_{t-1}, x_t; theta), factored per hidden unit.
+
+    The state s has n parts of H units (n = 1: h; n = 2: h, c), part 0 being h. The state Jacobian is a
+    unit-local part plus what passes through the recurrent weight W_rec (G*H, H), which reads h_{t-1} and
+    belongs to ``terms[recurrent_term]``::
+
+        D_t[(q, j), (q', j')] = d s_t[q, j] / d s_{t-1}[q', j']
+                              = delta_{j j'} local[q, q', j] + [q' = 0] sum_g E_rec[q, g, j] W_rec[g*H + j, j']
+
+    local: (B, n, n, H); ``local_reach``: (n, n) bools, its structure. The immediate Jacobian dS_t/dtheta is
+    the sum of ``terms`` (:class:`ImmediateTerm`), each parameter kind in exactly one. ``recurrent_term`` is
+    None (and ``recurrent_weight`` None) for a cell whose units see only their own past state.
+    """
+
+    local: object
+    local_reach: tuple
+    terms: tuple
+    recurrent_term: int | None
+    recurrent_weight: object

@@ -28,10 +28,14 @@ def step_flags(xp, mask, T, B):
 
 
 def step_input(xp, array, T, B, H, dtype):
-    """Per step: the (B, H) slice of ``array`` (T, B, H), or a dummy; and the int flag has_<it>."""
+    """Per step: the (B, H) slice of ``array`` (T, B, H), or a dummy; and the int flag has_<it>.
+
+    A kernel reads a raw pointer as a dense (B, H) buffer, so a strided view (one direction's half of a
+    bidirectional layer's dout, a transposed array) is copied to a C-contiguous array first."""
     if array is None:
         dummy = xp.zeros(1, dtype=dtype)
         return [dummy] * T, np.int32(0)
+    array = xp.ascontiguousarray(array)
     return [array[t] for t in range(T)], np.int32(1)
 
 

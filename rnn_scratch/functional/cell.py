@@ -225,7 +225,9 @@ class Cell:
     fast backward adds (what full BPTT costs per step and hidden unit); ``reference``: a :class:`TorchModule`
     or :class:`TorchStep` (None: nothing to test against); ``nonsmooth_at``: for a cell with a kink
     (relu), ``f(x, prev_state, params)`` giving the arguments of its non-differentiable function, whose
-    distance from 0 finite differences must respect.
+    distance from 0 finite differences must respect; ``step_derivatives(step cache) -> StepDerivatives``: the
+    step's Jacobians factored per hidden unit, for the forward-mode gradient algorithms (:mod:`rnn_scratch.online`);
+    None when the cell does not provide them.
     """
 
     name: str
@@ -239,6 +241,7 @@ class Cell:
     reference: object = None
     aliases: tuple = ()
     nonsmooth_at: Callable | None = None
+    step_derivatives: Callable | None = None
 
     @property
     def num_states(self) -> int:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import array_module
-from ._common import unpack
+from ._common import ImmediateTerm, StepDerivatives, unpack
 from ._gates import sigmoid, sigmoid_from_negated_
 from .cell import TORCH_PARAMS, Cell, FastPath, Kernel, Prepared, TorchModule, kernel_file
 
@@ -165,6 +165,39 @@ class GRUFast(FastPath):
         return grads  # bias_ih sums dG_x, bias_hh sums dG_h: torch's gradients
 
 
+# -- the step's Jacobians, factored per hidden unit (the forward-mode algorithms of rnn_scratch.online) --------
+def gru_step_derivatives(cache: GRUStepCache) -> StepDerivatives:
+    r"""The Jacobians of one step, per hidden unit: :class:`~rnn_scratch.functional.StepDerivatives`.
+
+    h_t = (1 - z) n + z h_{t-1}, with the input side a^x = W_ih x_t + b_ih and the recurrent side
+    a^h = W_hh h_{t-1} + b_hh (gates r, z, n; m = a^h_n): r = sigma(a^x_r + a^h_r), z = sigma(a^x_z + a^h_z),
+    n = tanh(a^x_n + r m). With dn = dh_t/d(a^x_n) = (1 - z)(1 - n^2)::
+
+        dh_t/da^x_r = dh_t/da^h_r = dn m r(1-r)
+        dh_t/da^x_z = dh_t/da^h_z = (h_{t-1} - n) z(1-z)
+        dh_t/da^x_n = dn            dh_t/da^h_n = dn r        (the reset gate sits inside the recurrent term)
+
+    Two Kronecker terms, since the n rows of the two sides see different sensitivities: E_x with inputs
+    x_t, 1 (W_ih, b_ih) and E_h with inputs h_{t-1}, 1 (W_hh, b_hh), each (B, 1, 3, H). A unit keeps z of
+    its own state (local = z) and the rest reaches it through W_hh::
+
+        dh_t/dh_{t-1} = diag(z) + E_h W_hh                 (term 1)
+    """
+    xp = array_module(cache.h_prev)
+    x_t, h_prev, r, z, n, m, params = cache
+    dn = (1 - z) * (1 - n**2)  # dh_t / d(pre-activation of n)
+    e_r = dn * m * r * (1 - r)
+    e_z = (h_prev - n) * z * (1 - z)
+    E_x = xp.stack([e_r, e_z, dn], axis=1)[:, None]
+    E_h = xp.stack([e_r, e_z, dn * r], axis=1)[:, None]
+    with_bias = params.get("bias_ih") is not None
+    inputs_x = {"weight_ih": x_t, **({"bias_ih": None} if with_bias else {})}
+    inputs_h = {"weight_hh": h_prev, **({"bias_hh": None} if with_bias else {})}
+    reach = ((True, True, True),)
+    terms = (ImmediateTerm(E_x, inputs_x, reach), ImmediateTerm(E_h, inputs_h, reach))
+    return StepDerivatives(z[:, None, None, :], ((True,),), terms, 1, params["weight_hh"])
+
+
 # cache: h, the 3 gates, m; backward: dG_x and dG_h (3 each)
 GRU_CELL = Cell("gru", ("h",), ("r", "z", "n"), TORCH_PARAMS, gru_step_forward, gru_step_backward, fast=GRUFast(),
-                memory=(5, 6), reference=TorchModule("GRU"))
+                memory=(5, 6), reference=TorchModule("GRU"), step_derivatives=gru_step_derivatives)

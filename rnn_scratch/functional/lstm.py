@@ -45,7 +45,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import array_module
-from ._common import unpack
+from ._common import ImmediateTerm, StepDerivatives, unpack
 from ._gates import sigmoid, sigmoid_from_negated_
 from .cell import TORCH_PARAMS, Cell, FastPath, Kernel, Prepared, TorchModule, kernel_file
 
@@ -181,6 +181,45 @@ class LSTMFast(FastPath):
         return {name: grad[p.extra] for name, grad in grads.items()}  # rows back to (i, f, g, o)
 
 
+# -- the step's Jacobians, factored per hidden unit (the forward-mode algorithms of rnn_scratch.online) --------
+def lstm_step_derivatives(cache: LSTMStepCache) -> StepDerivatives:
+    r"""The Jacobians of one step, per hidden unit: :class:`~rnn_scratch.functional.StepDerivatives`.
+
+    State s = (h, c) (parts q = 0, 1); gates i, f, g, o (g = 0..3); every parameter acts through the
+    pre-activations a = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh, row (gate, j) only on unit j. From
+    c_t = f c_{t-1} + i g and h_t = o tanh(c_t), with k = dh_t/dc_t = o (1 - tanh(c_t)^2)::
+
+        dc_t/da_i = g i(1-i)    dc_t/da_f = c_{t-1} f(1-f)    dc_t/da_g = i (1-g^2)    dc_t/da_o = 0
+        dh_t/da_o = tanh(c_t) o(1-o)                            dh_t/da_{i,f,g} = k dc_t/da_{i,f,g}
+
+    One Kronecker term: E[q, gate, j] as above (B, 2, 4, H), inputs x_t, h_{t-1}, 1, 1; the o rows do not
+    reach c_t in one step (reach[1][3] False). What a unit's state does on its own, not through W_hh::
+
+        dc_t/dc_{t-1} = f       dh_t/dc_{t-1} = k f       dc_t/dh_{t-1}, dh_t/dh_{t-1}: only through W_hh
+
+    so local[:, 1, 1] = f, local[:, 0, 1] = k f, and d s_t/d h_{t-1} = E W_hh (term 0).
+    """
+    xp = array_module(cache.h_prev)
+    x_t, h_prev, c_prev, i, f, g, o, tanh_c, params = cache
+    B, H = h_prev.shape
+    k = o * (1 - tanh_c**2)  # dh_t/dc_t
+    E = xp.zeros((B, 2, 4, H), dtype=h_prev.dtype)
+    E[:, 1, 0] = g * i * (1 - i)  # dc_t/da_i
+    E[:, 1, 1] = c_prev * f * (1 - f)  # dc_t/da_f
+    E[:, 1, 2] = i * (1 - g**2)  # dc_t/da_g
+    E[:, 0, :3] = k[:, None] * E[:, 1, :3]  # dh_t/da_{i,f,g} = k dc_t/da
+    E[:, 0, 3] = tanh_c * o * (1 - o)  # dh_t/da_o
+    local = xp.zeros((B, 2, 2, H), dtype=h_prev.dtype)
+    local[:, 1, 1] = f  # dc_t/dc_{t-1}
+    local[:, 0, 1] = k * f  # dh_t/dc_{t-1}
+    inputs = {"weight_ih": x_t, "weight_hh": h_prev}
+    if params.get("bias_ih") is not None:
+        inputs.update(bias_ih=None, bias_hh=None)
+    term = ImmediateTerm(E, inputs, ((True, True, True, True), (True, True, True, False)))
+    return StepDerivatives(local, ((False, True), (False, True)), (term,), 0, params["weight_hh"])
+
+
 # cache: h, c, the 4 gates, tanh c; backward: the 4 gate gradients, dc_factor
 LSTM_CELL = Cell("lstm", ("h", "c"), ("i", "f", "g", "o"), TORCH_PARAMS, lstm_step_forward, lstm_step_backward,
-                 fast=LSTMFast(), memory=(7, 5), reference=TorchModule("LSTM"))
+                 fast=LSTMFast(), memory=(7, 5), reference=TorchModule("LSTM"),
+                 step_derivatives=lstm_step_derivatives)

@@ -74,8 +74,8 @@ def checkpointed_forward(cell, x, state, params, *, reverse=False, mask=None, ev
     checkpoints = []
     for seg in segments(T, every, reverse):
         checkpoints.append((seg, state))
-        out[seg], state, _ = forward(cell, x[seg], state, params, reverse=reverse,
-                                     mask=None if mask is None else mask[seg])
+        out[seg], state = forward(cell, x[seg], state, params, reverse=reverse,
+                                  mask=None if mask is None else mask[seg])[:2]  # the cache goes at once
         state = tuple(s.copy() for s in state)  # a view would keep the whole segment's state buffer alive
     return out, state, CheckpointedCache(cell, x, params, mask, reverse, checkpoints, forward, backward)
 
@@ -99,6 +99,7 @@ def checkpointed_backward(dout, dstate_n, cache: CheckpointedCache, on_step=None
         else:
             shifted = partial(_shifted, on_step, seg.start)
             dx[seg], dstate, g = cache.backward(cache.cell, seg_dout, dstate, seg_cache, on_step=shifted)
+        del seg_cache  # before the next segment's is made: one segment's activations at a time
         if grads is None:
             grads = g
         else:

@@ -25,7 +25,7 @@ from functools import partial
 from typing import NamedTuple
 
 from ..backend import array_module
-from ._common import unpack
+from ._common import ImmediateTerm, StepDerivatives, unpack
 from .cell import TORCH_PARAMS, Cell, FastPath, Kernel, Prepared, TorchModule, kernel_file
 
 NONLINEARITIES = ("tanh", "relu")
@@ -124,10 +124,40 @@ def rnn_preactivation(x, state, params):
     return a if b_ih is None else a + b_ih + b_hh
 
 
+# -- the step's Jacobians, factored per hidden unit (the forward-mode algorithms of rnn_scratch.online) --------
+def rnn_step_derivatives(cache: RNNStepCache) -> StepDerivatives:
+    r"""The Jacobians of one step, per hidden unit: :class:`~rnn_scratch.functional.StepDerivatives`.
+
+    Every parameter reaches h_t through a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh, and row j of each
+    parameter only through a_t[j]; so, with phi'(a_t) written through the output (tanh: 1 - h_t^2,
+    relu: [h_t > 0])::
+
+        d h_t[j] / d W_ih[j', k] = delta_jj' phi'(a_t[j]) x_t[k]
+        d h_t[j] / d W_hh[j', k] = delta_jj' phi'(a_t[j]) h_{t-1}[k]
+        d h_t[j] / d b_ih[j']    = d h_t[j] / d b_hh[j'] = delta_jj' phi'(a_t[j])
+
+    one Kronecker term, E[0, 0, j] = phi'(a_t[j]) (B, 1, 1, H), inputs x_t, h_{t-1}, 1, 1. A unit has no state
+    of its own besides what W_hh carries (local = 0)::
+
+        d h_t / d h_{t-1} = diag(phi'(a_t)) W_hh          (E times W_rec = W_hh, term 0)
+    """
+    xp = array_module(cache.h)
+    B, H = cache.h.shape
+    dphi = _activation_grad(xp, cache.h, cache.nonlinearity)  # phi'(a_t)
+    inputs = {"weight_ih": cache.x, "weight_hh": cache.h_prev}
+    if cache.params.get("bias_ih") is not None:
+        inputs.update(bias_ih=None, bias_hh=None)
+    term = ImmediateTerm(dphi[:, None, None, :], inputs, ((True,),))
+    local = xp.zeros((B, 1, 1, H), dtype=cache.h.dtype)
+    return StepDerivatives(local, ((False,),), (term,), 0, cache.params["weight_hh"])
+
+
 # cache: h, phi(a) (the gates); backward: da
 RNN_TANH_CELL = Cell("rnn_tanh", ("h",), ("a",), TORCH_PARAMS, partial(rnn_step_forward, nonlinearity="tanh"),
                      rnn_step_backward, fast=RNNFast("tanh"), memory=(2, 1),
-                     reference=TorchModule("RNN", {"nonlinearity": "tanh"}), aliases=("rnn",))
+                     reference=TorchModule("RNN", {"nonlinearity": "tanh"}), aliases=("rnn",),
+                     step_derivatives=rnn_step_derivatives)
 RNN_RELU_CELL = Cell("rnn_relu", ("h",), ("a",), TORCH_PARAMS, partial(rnn_step_forward, nonlinearity="relu"),
                      rnn_step_backward, fast=RNNFast("relu"), memory=(2, 1),
-                     reference=TorchModule("RNN", {"nonlinearity": "relu"}), nonsmooth_at=rnn_preactivation)
+                     reference=TorchModule("RNN", {"nonlinearity": "relu"}), nonsmooth_at=rnn_preactivation,
+                     step_derivatives=rnn_step_derivatives)

@@ -3,8 +3,8 @@
 (:mod:`.simple`: ``Linear``, ``Embedding``)."""
 
 from .module import IncompatibleKeys, Module
-from .recurrent import GRU, LSTM, MEMORY_MODES, RNN, RNNBase, make_layer
+from .recurrent import GRU, LSTM, MEMORY_MODES, RNN, RNNBase, layer_call, make_layer
 from .simple import Embedding, Linear
 
 __all__ = ["GRU", "LSTM", "MEMORY_MODES", "RNN", "Embedding", "IncompatibleKeys", "Linear", "Module", "RNNBase",
-           "make_layer"]
+           "layer_call", "make_layer"]

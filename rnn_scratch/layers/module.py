@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import weakref
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from .. import backend as be
 from ..validation import as_float_dtype, check_array
 
 _GRAD_LOCK = threading.Lock()  # gradients are accumulated under it (a layer may be used from several threads)
+_SAVED_LOCK = threading.Lock()  # every module's per-thread saved state is read and changed under it
 
 
 def _constructor_config(cls, args, kwargs):
@@ -63,19 +65,23 @@ class Module:
         self.grads: dict = {}
         self.children: dict = {}
         self.training = True
-        self._per_thread: dict = {}  # thread id -> what the last forward on that thread saved for backward
+        # thread -> what the last forward on that thread saved for its backward. Keyed by the Thread object,
+        # weakly: an ended thread's entry goes with its Thread object, and a new thread that reuses an ended
+        # one's id is a new key. Read and changed under _SAVED_LOCK.
+        self._per_thread = weakref.WeakKeyDictionary()
 
     # -- what a forward saves for its backward (per thread) --------------------------------------
     def _save_for_backward(self, **values):
         """Remember ``values`` for the backward of this forward, on this thread."""
-        alive = {t.ident for t in threading.enumerate()}
-        for ident in [i for i in self._per_thread if i not in alive]:  # threads that ended
-            self._per_thread.pop(ident, None)
-        self._per_thread[threading.get_ident()] = values
+        with _SAVED_LOCK:
+            for thread in [t for t in self._per_thread.keys() if not t.is_alive()]:  # ended, object still held
+                self._per_thread.pop(thread, None)
+            self._per_thread[threading.current_thread()] = values
 
     def _saved(self):
         """What the last forward on this thread saved; ValueError when there was none."""
-        saved = self._per_thread.get(threading.get_ident())
+        with _SAVED_LOCK:
+            saved = self._per_thread.get(threading.current_thread())
         if saved is None:
             raise ValueError(f"{type(self).__name__}.backward() called before forward(): there is no cached "
                              "forward pass to differentiate (on this thread)")
@@ -175,6 +181,43 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    # -- the parameters a constructor call would make, without making them ------------------------
+    @classmethod
+    def bind_config(cls, *args, **kwargs):
+        """{argument name: value} of the constructor call ``cls(*args, **kwargs)``, defaults filled in and
+        ``**kwargs`` kept as a dict under its own name; TypeError (as the call would raise) for arguments
+        the constructor does not take."""
+        bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+        bound.apply_defaults()
+        return dict(list(bound.arguments.items())[1:])
+
+    @classmethod
+    def children_spec(cls, config):
+        """[(child name, class, args, kwargs)]: the child modules the constructor builds from ``config``
+        (:meth:`bind_config`), in order. Models describe theirs; a module with parameters of its own
+        overrides :meth:`param_shapes` and :meth:`param_count` instead."""
+        raise TypeError(f"{cls.__name__} does not describe the parameters its constructor makes")
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        """{name: shape} of the parameters ``cls(*args, **kwargs)`` would have, as ``state_dict()`` names
+        them, computed from the arguments without allocating anything (the sizes checked as the
+        constructor checks them)."""
+        shapes = {}
+        for name, child, cargs, ckwargs in cls.children_spec(cls.bind_config(*args, **kwargs)):
+            shapes.update({f"{name}.{key}": shape for key, shape in child.param_shapes(*cargs, **ckwargs).items()})
+        return shapes
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        """(numbers, arrays, numbers of the largest array) of those parameters, in closed form: pricing a
+        model never enumerates its parameters (:mod:`rnn_scratch.memory`)."""
+        numbers = arrays = largest = 0
+        for _, child, cargs, ckwargs in cls.children_spec(cls.bind_config(*args, **kwargs)):
+            n, a, big = child.param_count(*cargs, **ckwargs)
+            numbers, arrays, largest = numbers + n, arrays + a, max(largest, big)
+        return numbers, arrays, largest
 
 
 class IncompatibleKeys(tuple):

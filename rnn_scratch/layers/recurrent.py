@@ -8,6 +8,7 @@ import inspect
 import numpy as np
 
 from .. import backend as be
+from .. import memory as mem
 from ..functional import TorchModule, default_every, get_cell, param_name, stack_backward, stack_forward
 from ..validation import check_array, check_lengths, check_positive_int, check_probability
 from .module import Module
@@ -40,14 +41,7 @@ class RNNBase(Module):
                  dropout=0.0, bidirectional=False, dtype="float32", backend=None, seed=None,
                  check_finite=True, memory="full", checkpoint_every=None):
         super().__init__(dtype=dtype, backend=backend)
-        if memory not in MEMORY_MODES:
-            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {memory!r}")
-        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(
-                checkpoint_every, (int, np.integer)) or checkpoint_every < 1):
-            raise ValueError(f"checkpoint_every must be None (about sqrt(seq_len)) or an integer >= 1, "
-                             f"got {checkpoint_every!r}")
-        self.memory = memory
-        self.checkpoint_every = None if checkpoint_every is None else int(checkpoint_every)
+        self.memory, self.checkpoint_every = mem.check_memory_mode(memory, checkpoint_every)
         self.cell = get_cell(mode)
         self.mode = self.cell.name
         self.input_size = check_positive_int(input_size, "input_size")
@@ -60,6 +54,9 @@ class RNNBase(Module):
         self.num_directions = 2 if bidirectional else 1
         self.check_finite = bool(check_finite)
         self._rng = be.default_rng(seed)
+        config = (self.mode, self.input_size, self.hidden_size, self.num_layers, self.bias, self.bidirectional)
+        mem.check_available(mem.param_bytes(*mem.param_count(*config), self.dtype), f"{self!r}: the parameters",
+                            self.backend)  # before any of them is allocated
         H, G = self.hidden_size, self.cell.num_gates
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else H * self.num_directions
@@ -68,6 +65,26 @@ class RNNBase(Module):
                     if self.bias or not p.bias:
                         self.add_param(param_name(p.name, layer, direction == 1), p.initial(self._rng, in_size, H, G))
         self.last_dropout_masks = None
+
+    @classmethod
+    def _recurrent_config(cls, *args, **kwargs):
+        """(mode, input_size, hidden_size, num_layers, bias, bidirectional) of a constructor call, as
+        :func:`rnn_scratch.memory.param_shapes` takes them."""
+        a = cls.bind_config(*args, **kwargs)
+        return cls._mode(a), a["input_size"], a["hidden_size"], a["num_layers"], bool(a["bias"]), \
+            bool(a["bidirectional"])
+
+    @classmethod
+    def _mode(cls, config):
+        return config["mode"]
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        return mem.param_shapes(*cls._recurrent_config(*args, **kwargs))
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        return mem.param_count(*cls._recurrent_config(*args, **kwargs))
 
     def cell_params(self, layer, direction):
         """{the cell's parameter name: this layer's array, or None for a bias left out} of one layer and direction:
@@ -115,7 +132,7 @@ class RNNBase(Module):
         (seq_len, input_size) as torch allows. Returns True for unbatched input."""
         layout = "(batch, seq_len, input_size={})" if self.batch_first else "(seq_len, batch, input_size={})"
         batched, unbatched = layout.format(self.input_size), f"(seq_len, input_size={self.input_size})"
-        check_array(x, "x", backend=self.backend, dtype=self.dtype, finite=self.check_finite)
+        check_array(x, "x", backend=self.backend, dtype=self.dtype)  # finiteness: _check_finite_steps
         if x.ndim not in (2, 3):
             raise ValueError(f"x must be 3-D {batched} or unbatched 2-D {unbatched}, got shape {tuple(x.shape)}")
         doc = batched if x.ndim == 3 else unbatched
@@ -124,6 +141,17 @@ class RNNBase(Module):
         if 0 in x.shape[:-1]:
             raise ValueError(f"x must have shape {doc} with seq_len and batch >= 1, got shape {tuple(x.shape)}")
         return x.ndim == 2
+
+    def _check_finite_steps(self, x, lengths):
+        """x holds no NaN or infinity at a valid step (padding past a sequence's length may hold anything:
+        it never reaches an output or a gradient)."""
+        if lengths is None:
+            check_array(x, "x", backend=self.backend, finite=True)
+            return
+        finite = self.xp.isfinite(x).all(axis=-1)  # (T, B), or (B, T) batch-first
+        valid = np.arange(x.shape[1 if self.batch_first else 0])[:, None] < lengths[None, :]
+        if not bool(finite[be.to_backend(valid.T if self.batch_first else valid, self.backend)].all()):
+            raise ValueError("x contains NaN or infinity at a valid step (within its sequence's length)")
 
     def _state_shape(self, batch):
         return (self.num_layers * self.num_directions, batch, self.hidden_size)
@@ -162,37 +190,26 @@ class RNNBase(Module):
         return [[{k: None if v is None else v.copy() for k, v in self.cell_params(layer, d).items()}
                  for d in range(self.num_directions)] for layer in range(self.num_layers)]
 
-    def bptt_bytes(self, seq_len, batch, memory=None):
-        """About how many bytes one forward + backward allocates (inputs given by the caller not counted).
+    def bptt_bytes(self, seq_len, batch, memory=None, *, masked=False):
+        """About how many bytes one forward + backward allocates (the caller's x and dout not counted):
+        :func:`rnn_scratch.memory.bptt_bytes` for this layer, ``memory`` (default ``self.memory``) and
+        ``masked`` (the call gives ``lengths``). Tested against measured peaks (estimate >= peak >=
+        estimate / 1.25)."""
+        memory, every = mem.check_memory_mode(memory or self.memory, self.checkpoint_every)
+        return mem.bptt_bytes(self.cell, seq_len, batch, self.input_size, self.hidden_size,
+                              num_layers=self.num_layers, num_directions=self.num_directions, bias=self.bias,
+                              dtype=self.dtype, memory=memory, checkpoint_every=every, masked=masked,
+                              batch_first=self.batch_first,
+                              dropout=self.training and self.dropout > 0 and self.num_layers > 1)
 
-        Full BPTT: a copy of x, every layer's cache (``Cell.memory``), the output, one layer's backward
-        buffers and dx. Checkpointed: a copy of x, each layer's output (the next layer's input), the
-        checkpoints, one segment's cache and backward, and dx.
-        """
-        memory = memory or self.memory
-        T, B, I, H, D = seq_len, batch, self.input_size, self.hidden_size, self.num_directions
-        fwd, bwd = self.cell.memory
-        n = self.cell.num_states
-        if memory == "full":
-            units = T * B * (2 * I + self.num_layers * D * H * fwd + D * H * (1 + bwd))
-        else:
-            k = self.checkpoint_every or default_every(T)
-            units = T * B * (2 * I + self.num_layers * D * H) + self.num_layers * D * B * H * (
-                n * (-(-T // k)) + k * (fwd + bwd))
-        return int(units * self.dtype.itemsize)
-
-    def _check_memory(self, T, B):
-        """Refuse a full-BPTT call that cannot fit, before allocating anything (the OS would kill the process
-        mid-way, as allocations are only backed when touched)."""
-        need = self.bptt_bytes(T, B)
-        if need < 1 << 28:  # below 256 MiB: not worth reading the machine's state
-            return
-        free = be.available_bytes(self.backend)
-        if free is not None and need > free:
-            lighter = self.bptt_bytes(T, B, "checkpoint")
-            raise MemoryError(f"{type(self).__name__} with memory={self.memory!r}: seq_len={T}, batch={B} needs "
-                              f"about {need / 2**30:.1f} GiB for forward + backward, {free / 2**30:.1f} GiB is "
-                              f"available; memory='checkpoint' needs about {lighter / 2**30:.2f} GiB")
+    def _check_memory(self, T, B, masked):
+        """Refuse a call that cannot fit before allocating anything (the OS would kill the process mid-way,
+        as allocations are only backed when touched)."""
+        hint = ""
+        if self.memory == "full":
+            hint = f"memory='checkpoint' needs {mem.format_bytes(self.bptt_bytes(T, B, 'checkpoint'))}"
+        mem.check_available(self.bptt_bytes(T, B, masked=masked), f"forward + backward of {type(self).__name__} "
+                            f"with memory={self.memory!r}: seq_len={T}, batch={B}", self.backend, hint)
 
     # -- forward / backward --------------------------------------------------------------------
     def forward_states(self, x, states=None, lengths=None, *, dropout_masks=None):
@@ -203,20 +220,22 @@ class RNNBase(Module):
         (num_layers * num_directions, batch, hidden_size), without the batch axis for unbatched x.
         """
         unbatched = self._check_x(x)
+        if unbatched and lengths is not None:
+            raise ValueError("lengths needs batched x: unbatched x (seq_len, input_size) is one whole sequence")
+        T, B = (x.shape[0], 1) if unbatched else (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
+        if lengths is not None:
+            lengths = check_lengths(lengths, batch=B, seq_len=T)
+        self._check_memory(T, B, lengths is not None)  # before the copy and the finiteness check allocate
+        if self.check_finite:
+            self._check_finite_steps(x, lengths)
         if unbatched:
             xt = x[:, None].copy()
-            if lengths is not None:
-                raise ValueError("lengths needs batched x: unbatched x (seq_len, input_size) is one whole sequence")
         else:  # a copy: the caller may change x before the backward
             xt = x.transpose(1, 0, 2).copy() if self.batch_first else x.copy()
-        T, B, _ = xt.shape
-        if self.memory == "full":
-            self._check_memory(T, B)
         states = self._checked_states(states, tuple(f"{s}0" for s in self.cell.state_names), B, unbatched)
         states = tuple(self.xp.zeros(self._state_shape(B), dtype=self.dtype) if s is None else s for s in states)
         mask = None
         if lengths is not None:
-            lengths = check_lengths(lengths, batch=B, seq_len=T)
             mask = be.to_backend((np.arange(T)[:, None] < lengths[None, :])[:, :, None], self.backend)
         masks = self._dropout_masks(T, B, dropout_masks)
         every = None if self.memory == "full" else self.checkpoint_every or default_every(T)
@@ -295,7 +314,7 @@ class RNNBase(Module):
         return dx, self.from_states(dstates)
 
 
-MEMORY_MODES = ("full", "checkpoint")
+MEMORY_MODES = mem.MEMORY_MODES
 
 
 def _one_of(name, value, alias_name, alias):
@@ -320,6 +339,12 @@ class RNN(RNNBase):
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, check_finite, memory, checkpoint_every)
 
+    @classmethod
+    def _mode(cls, config):
+        if config["nonlinearity"] not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {config['nonlinearity']!r}")
+        return f"rnn_{config['nonlinearity']}"
+
     def extra_repr(self):
         s = super().extra_repr()
         return s if self.nonlinearity == "tanh" else s + ", nonlinearity='relu'"
@@ -337,6 +362,10 @@ class GRU(RNNBase):
     def __init__(self, input_size, hidden_size, *args, **kwargs):
         super().__init__("gru", input_size, hidden_size, *args, **kwargs)
 
+    @classmethod
+    def _mode(cls, config):
+        return "gru"
+
 
 class LSTM(RNNBase):
     """Long short-term memory, ``torch.nn.LSTM``-shaped (gates i, f, g, o).
@@ -349,6 +378,10 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, *args, **kwargs):
         super().__init__("lstm", input_size, hidden_size, *args, **kwargs)
+
+    @classmethod
+    def _mode(cls, config):
+        return "lstm"
 
     def forward(self, x, state=None, lengths=None, *, hx=None, dropout_masks=None):
         """``out, (h_n, c_n) = lstm(x, (h0, c0))``; ``hx`` is torch's name for ``state``."""
@@ -374,15 +407,26 @@ LSTM.__init__.__signature__ = GRU.__init__.__signature__ = _without_mode(RNNBase
 TORCH_SHAPED = {cls.__name__: cls for cls in (RNN, LSTM, GRU)}  # named as torch's classes
 
 
-def make_layer(cell, input_size, hidden_size, **kwargs):
-    """The layer for a cell name or alias (``functional.cell_choices()``): the torch-shaped class named as the
-    cell's ``torch.nn`` class (RNN, LSTM, GRU; with that class's arguments, e.g. nonlinearity), else
-    ``RNNBase(cell, ...)``."""
+def layer_call(cell, input_size, hidden_size, **kwargs):
+    """(class, args, kwargs) of the layer :func:`make_layer` builds for a cell name or alias
+    (``functional.cell_choices()``): the torch-shaped class named as the cell's ``torch.nn`` class (RNN, LSTM,
+    GRU; with that class's arguments, e.g. nonlinearity) when that class builds this cell, else
+    ``RNNBase(cell, ...)``. Nothing is built."""
     c = get_cell(cell)
     ref = c.reference
     cls = TORCH_SHAPED.get(ref.name) if isinstance(ref, TorchModule) else None
     if cls is not None:
-        layer = cls(input_size, hidden_size, **ref.kwargs, **kwargs)
-        if layer.cell is c:
-            return layer
-    return RNNBase(c.name, input_size, hidden_size, **kwargs)
+        call = {**ref.kwargs, **kwargs}
+        try:
+            builds = get_cell(cls._mode(cls.bind_config(input_size, hidden_size, **call))) is c
+        except (TypeError, ValueError):  # the class's own constructor will say what is wrong
+            builds = True
+        if builds:
+            return cls, (input_size, hidden_size), call
+    return RNNBase, (c.name, input_size, hidden_size), kwargs
+
+
+def make_layer(cell, input_size, hidden_size, **kwargs):
+    """The layer for a cell name or alias: ``cls(*args, **kwargs)`` of :func:`layer_call`."""
+    cls, args, kwargs = layer_call(cell, input_size, hidden_size, **kwargs)
+    return cls(*args, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import backend as be
+from .. import memory as mem
 from ..validation import check_array, check_positive_int
 from .module import _GRAD_LOCK, Module
 
@@ -19,11 +20,23 @@ class Linear(Module):
         super().__init__(dtype=dtype, backend=backend)
         self.in_features = check_positive_int(in_features, "in_features")
         self.out_features = check_positive_int(out_features, "out_features")
+        shapes = mem.linear_shapes(in_features, out_features, bias)
+        mem.check_available(mem.param_bytes(*mem.shapes_count(shapes), self.dtype),
+                            f"Linear({self.in_features}, {self.out_features}): the parameters", self.backend)
         rng = be.default_rng(seed)
         bound = 1.0 / math.sqrt(in_features)
         self.add_param("weight", rng.uniform(-bound, bound, (out_features, in_features)))
         if bias:
             self.add_param("bias", rng.uniform(-bound, bound, (out_features,)))
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        a = cls.bind_config(*args, **kwargs)
+        return mem.linear_shapes(a["in_features"], a["out_features"], bool(a["bias"]))
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        return mem.shapes_count(cls.param_shapes(*args, **kwargs))
 
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features}, bias={'bias' in self.params})"
@@ -60,7 +73,19 @@ class Embedding(Module):
         super().__init__(dtype=dtype, backend=backend)
         self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
+        shapes = mem.embedding_shapes(num_embeddings, embedding_dim)
+        mem.check_available(mem.param_bytes(*mem.shapes_count(shapes), self.dtype), f"{self!r}: the parameters",
+                            self.backend)
         self.add_param("weight", be.default_rng(seed).standard_normal((num_embeddings, embedding_dim)))
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        a = cls.bind_config(*args, **kwargs)
+        return mem.embedding_shapes(a["num_embeddings"], a["embedding_dim"])
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        return mem.shapes_count(cls.param_shapes(*args, **kwargs))
 
     def __repr__(self):
         return f"Embedding({self.num_embeddings}, {self.embedding_dim})"

@@ -43,3 +43,14 @@ def random_sequence_case(seed, cell, T, B, I, H, *, bias=True, padded=False, sca
     dout = rng.standard_normal((T, B, H))
     dstate = tuple(rng.standard_normal((B, H)) for _ in state)
     return SequenceCase(params, x, state, mask, dout, dstate)
+
+
+def float32_numbers(case: SequenceCase) -> SequenceCase:
+    """The case with every float array rounded to float32 and kept in float64: run in float32 (``astype``), it is
+    exactly the float64 truth's input, so the difference is the float32 run's own rounding."""
+    def rounded(a):
+        return a if a is None or a.dtype == bool else a.astype(np.float32).astype(np.float64)
+
+    params, x, state, mask, dout, dstate = case
+    return SequenceCase({k: rounded(v) for k, v in params.items()}, rounded(x), tuple(map(rounded, state)), mask,
+                        rounded(dout), tuple(map(rounded, dstate)))
