@@ -225,7 +225,11 @@ class Cell:
     fast backward adds (what full BPTT costs per step and hidden unit); ``reference``: a :class:`TorchModule`
     or :class:`TorchStep` (None: nothing to test against); ``nonsmooth_at``: for a cell with a kink
     (relu), ``f(x, prev_state, params)`` giving the arguments of its non-differentiable function, whose
-    distance from 0 finite differences must respect.
+    distance from 0 finite differences must respect; ``float32_in_distribution``: True for a cell whose float32
+    error is set by the data's conditioning (a norm of a row with little spread amplifies rounding by up to
+    1/sqrt(eps)), so that one draw's torch float32 error is a noisy yardstick: its float32 parity with torch is
+    judged over a fixed set of draws rather than draw by draw (tests/test_parity.py); ``min_hidden_size``: the
+    smallest hidden size the cell is meaningful at (the layers refuse less; the strategies draw no less).
     """
 
     name: str
@@ -239,6 +243,8 @@ class Cell:
     reference: object = None
     aliases: tuple = ()
     nonsmooth_at: Callable | None = None
+    float32_in_distribution: bool = False
+    min_hidden_size: int = 1
 
     @property
     def num_states(self) -> int:
