@@ -6,7 +6,7 @@ import torch
 
 import rnn_scratch as rs
 from rnn_scratch import backend as be
-from rnn_scratch.functional import CELLS, canonical_cell_name, cell_choices, get_cell
+from rnn_scratch.functional import ALIASES, CELLS, canonical_cell_name, cell_choices, cell_names, get_cell
 from rnn_scratch.gradcheck import check_layer, relative_error
 from rnn_scratch.layers import make_layer
 
@@ -179,7 +179,8 @@ def test_one_cell_vocabulary_and_gru_is_not_an_rnn():
         assert layer.cell is get_cell(name) and layer.mode == canonical_cell_name(name)
     assert make_layer("rnn_relu", 2, 3).nonlinearity == "relu"
     choices = ", ".join(repr(c) for c in cell_choices())
-    assert choices.startswith("'rnn_tanh', 'rnn_relu', 'lstm', 'gru'") and choices.endswith("'rnn'")
+    assert choices.startswith("'rnn_tanh', 'rnn_relu', 'lstm', 'gru'")  # the canonical names, then the aliases
+    assert cell_choices() == (*cell_names(), *ALIASES) and "rnn" in ALIASES
     with pytest.raises(ValueError, match=rf"cell must be one of \[{choices}\]"):
         make_layer("elman", 2, 3)
 

@@ -77,20 +77,29 @@ def float32_within_torchs_error(ours, theirs, truth, magnitude, terms=None):
     terms' absolute values (:func:`_gradient_terms`), since a bidirectional H=1 tanh RNN with identical rows
     summed bias terms of ~1 to 0.037 (ours 36 units of the call's largest gradient off, torch by luck less).
     """
-    grad_scale = max(float(np.abs(v).max(initial=0.0)) for k, v in truth.items() if k not in FORWARD)
+    scales = _float32_scales(truth, magnitude, terms)
     eps = np.finfo(np.float32).eps
     bad = {}
     for name, t in truth.items():
-        scale = float(np.abs(t).max(initial=0.0))
-        if name in FORWARD:
-            scale = max(scale, float(np.abs(magnitude[name]).max()))
-        else:
-            scale = max(scale, grad_scale, (terms or {}).get(name, 0.0))
+        scale = scales[name]
         ours_err = float(np.abs(ours[name] - t).max(initial=0.0))
         allowed = F32_MULTIPLE * float(np.abs(theirs[name] - t).max(initial=0.0)) + F32_FLOOR_ULPS * eps * scale
         if not ours_err <= allowed:
             bad[name] = (ours_err, allowed)
     return bad
+
+
+def _float32_scales(truth, magnitude, terms):
+    """{tensor: the scale its float32 rounding error is measured on}, as :func:`float32_within_torchs_error`."""
+    grad_scale = max(float(np.abs(v).max(initial=0.0)) for k, v in truth.items() if k not in FORWARD)
+    scales = {}
+    for name, t in truth.items():
+        scale = float(np.abs(t).max(initial=0.0))
+        if name in FORWARD:
+            scales[name] = max(scale, float(np.abs(magnitude[name]).max()))
+        else:
+            scales[name] = max(scale, grad_scale, (terms or {}).get(name, 0.0))
+    return scales
 
 
 def _gradient_terms(cfg, state_dict, inp, dout, dfinals, absolute=True):
@@ -121,7 +130,10 @@ def _gradient_terms(cfg, state_dict, inp, dout, dfinals, absolute=True):
     return {k: float(v.max(initial=0.0)) for k, v in sums.items()} if absolute else sums
 
 
-def _compare(cfg, inp, dtype, backend):
+def _compare(cfg, inp, dtype, backend, judge=None):
+    """Our layer against torch's on one draw. float64: every tensor within FLOAT64_TOL; float32: within torch's
+    own float32 error (:func:`float32_within_torchs_error`), or handed to ``judge(ours, theirs, truth, scales)``
+    when given."""
     layer = cfg.build(dtype=dtype, backend=backend, seed=inp.seed % 1000)
     x, states = _on(backend, inp)
     out, finals = layer.forward_states(x, states, inp.lengths)
@@ -143,8 +155,10 @@ def _compare(cfg, inp, dtype, backend):
         truth = _named(t64["out"], t64["finals"], t64["dx"], t64["dstate0"], t64["grads"])
         a64 = absolute_reference(cfg, sd, inp, dout, dfinals, device=device)
         magnitude = _named(a64["out"], a64["finals"], a64["dx"], a64["dstate0"], a64["grads"])
-        bad = float32_within_torchs_error(ours, theirs, truth, magnitude,
-                                          _gradient_terms(cfg, sd, inp, dout, dfinals))
+        terms = _gradient_terms(cfg, sd, inp, dout, dfinals)
+        if judge is not None:
+            return judge(ours, theirs, truth, _float32_scales(truth, magnitude, terms))
+        bad = float32_within_torchs_error(ours, theirs, truth, magnitude, terms)
     assert not bad, f"{cfg} {inp.lengths} {dtype}: {bad}"
 
 
@@ -153,8 +167,62 @@ def _compare(cfg, inp, dtype, backend):
 @given(data=st.data())
 def test_matches_torch(combo, data, backend):
     for dtype in ("float64", "float32"):
+        if dtype == "float32" and get_cell(combo[0]).float32_in_distribution:
+            continue  # judged over a fixed set of draws: test_float32_in_distribution
         cfg, inp = _draw(data, combo, dtype)
         _compare(cfg, inp, dtype, backend)
+
+
+DISTRIBUTION_CELLS = [name for name, cell in CELLS.items() if cell.float32_in_distribution]
+DISTRIBUTION_DRAWS = 200
+MEDIAN_RATIO, P95_RATIO, WORST_RATIO = 1.25, 2.5, 32.0
+
+
+@pytest.mark.parametrize("cell", DISTRIBUTION_CELLS)
+def test_float32_in_distribution(cell):
+    """A cell whose float32 error is set by the data's conditioning (``Cell.float32_in_distribution``: the
+    LayerNorm LSTM, whose norms amplify rounding by up to 1/sqrt(eps) on a row with little spread) against
+    torch's float32 over 200 fixed draws of its whole grid. Per draw, its worst tensor's
+    (our error + floor) / (torch's error + floor), errors against the float64 truth, floor F32_FLOOR_ULPS units of
+    the tensor's scale (as :func:`float32_within_torchs_error`): median at most 1.25, 95th percentile at most
+    2.5, none above 32; and
+    a result that is not finite only where torch's float32 result is not finite either (an overflow).
+
+    Measured with the LayerNorm LSTM: on these 200 draws median 1.021, 95th percentile 1.53, worst 5.05; over two
+    runs of 800 random draws median 1.028, 95th percentile 1.67 and 1.64, worst 11.2 and 6.2 (a heavy tail, hence
+    the percentile). Draw by draw, the 4x rule of :func:`float32_within_torchs_error` failed
+    on 5 to 10 of 600 random draws, each where both errors are dominated by a near-constant row (torch's own
+    error 0 by luck on one). A variance computed as mean(v^2) - mean(v)^2 (cancellation) gives median 1.033,
+    95th percentile 4.44, worst 204."""
+    combos = [g for g in GRID if g[0] == cell]
+    ratios, nonfinite = [], []
+
+    def judge(ours, theirs, truth, scales):
+        worst = 1.0
+        for name, t in truth.items():
+            ok_ours, ok_theirs = np.isfinite(ours[name]).all(), np.isfinite(theirs[name]).all()
+            if not ok_ours or not ok_theirs:
+                if not ok_ours and ok_theirs:
+                    nonfinite.append(name)
+                continue
+            floor = F32_FLOOR_ULPS * float(np.finfo(np.float32).eps) * scales[name]
+            ours_err, theirs_err = (float(np.abs(v[name] - t).max(initial=0.0)) for v in (ours, theirs))
+            if ours_err + floor > 0:  # (0 / 0: both exact on a tensor whose scale is 0)
+                worst = max(worst, (ours_err + floor) / (theirs_err + floor) if theirs_err + floor else np.inf)
+        ratios.append(worst)
+
+    @settings(max_examples=DISTRIBUTION_DRAWS, derandomize=True, database=None, deadline=None)
+    @given(data=st.data(), k=st.integers(0, len(combos) - 1))
+    def draw(data, k):
+        cfg, inp = _draw(data, combos[k], "float32")
+        _compare(cfg, inp, "float32", "numpy", judge=judge)
+
+    draw()
+    assert not nonfinite, f"not finite where torch's float32 is: {nonfinite}"
+    ratios = np.array(ratios)
+    assert (np.median(ratios) <= MEDIAN_RATIO and np.percentile(ratios, 95) <= P95_RATIO
+            and ratios.max() <= WORST_RATIO), (
+        f"median {np.median(ratios):.3f}, 95th percentile {np.percentile(ratios, 95):.3f}, worst {ratios.max():.3f}")
 
 
 @pytest.mark.parametrize("combo", GRID, ids=IDS)

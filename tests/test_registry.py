@@ -362,3 +362,39 @@ def test_a_cell_without_a_fast_path_runs_its_step_loop():
     fast_out, _, _ = sequence_forward("rnn_tanh", x, state, params)
     assert np.allclose(out, fast_out) and type(cache).__name__ == "ReferenceCache"
     assert sequence_backward(cell, np.ones_like(out), None, cache)[0].shape == x.shape
+
+
+@pytest.mark.parametrize("features", [2, 3, 8])
+def test_layernorm_reference_is_torchs_layer_norm(features):
+    """The LayerNorm LSTM's torch reference writes LN out; it is torch's own layer_norm, values and gradients."""
+    torch = pytest.importorskip("torch")
+    from rnn_scratch.functional import layernorm_lstm
+
+    rng = np.random.default_rng(features)
+    I, H, B = 3, features, 4
+    params = {k: torch.tensor(v, requires_grad=True) for k, v in {
+        "weight_ih": rng.standard_normal((4 * H, I)), "weight_hh": rng.standard_normal((4 * H, H)),
+        "bias": rng.standard_normal(4 * H), "gamma_ih": 1 + rng.standard_normal(4 * H),
+        "gamma_hh": 1 + rng.standard_normal(4 * H), "gamma_c": 1 + rng.standard_normal(H),
+        "beta_c": rng.standard_normal(H)}.items()}
+    x, h, c = (torch.tensor(rng.standard_normal((B, n)), requires_grad=True) for n in (I, H, H))
+
+    def native(x_t, state, p):
+        from torch.nn.functional import layer_norm as ln
+
+        h, c = state
+        a = ln(x_t @ p["weight_ih"].T, (4 * H,), p["gamma_ih"], eps=layernorm_lstm.EPS) + ln(
+            h @ p["weight_hh"].T, (4 * H,), p["gamma_hh"], eps=layernorm_lstm.EPS) + p["bias"]
+        a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
+        c_t = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
+        n = ln(c_t, (H,), p["gamma_c"], p["beta_c"], eps=layernorm_lstm.EPS)
+        return torch.sigmoid(a_o) * torch.tanh(n), c_t
+
+    leaves = [x, h, c, *params.values()]
+    results = []
+    for step in (layernorm_lstm._torch_step, native):
+        h_t, c_t = step(x, (h, c), params)
+        loss = (h_t * torch.linspace(-1, 1, H)).sum() + (c_t**2).sum()
+        results.append([h_t, c_t, *torch.autograd.grad(loss, leaves)])
+    for ours, theirs in zip(*results):
+        assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12)

@@ -227,7 +227,11 @@ class Cell:
     (relu), ``f(x, prev_state, params)`` giving the arguments of its non-differentiable function, whose
     distance from 0 finite differences must respect; ``step_derivatives(step cache) -> StepDerivatives``: the
     step's Jacobians factored per hidden unit, for the forward-mode gradient algorithms (:mod:`rnn_scratch.online`);
-    None when the cell does not provide them.
+    None when the cell does not provide them; ``float32_in_distribution``: True for a cell whose float32
+    error is set by the data's conditioning (a norm of a row with little spread amplifies rounding by up to
+    1/sqrt(eps)), so that one draw's torch float32 error is a noisy yardstick: its float32 parity with torch is
+    judged over a fixed set of draws rather than draw by draw (tests/test_parity.py); ``min_hidden_size``: the
+    smallest hidden size the cell is meaningful at (the layers refuse less; the strategies draw no less).
     """
 
     name: str
@@ -242,6 +246,8 @@ class Cell:
     aliases: tuple = ()
     nonsmooth_at: Callable | None = None
     step_derivatives: Callable | None = None
+    float32_in_distribution: bool = False
+    min_hidden_size: int = 1
 
     @property
     def num_states(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from . import gru, indrnn, lstm, peephole_lstm, rnn
+from . import gru, indrnn, layernorm_lstm, lstm, peephole_lstm, rnn
 from .cell import Cell, FastPath, Kernel, Param, TorchModule, TorchStep
 
 CELLS: dict = {}  # name -> Cell, in registration order
@@ -130,5 +130,5 @@ def remove(name: str) -> Cell:
 
 
 for _cell in (rnn.RNN_TANH_CELL, rnn.RNN_RELU_CELL, lstm.LSTM_CELL, gru.GRU_CELL, indrnn.INDRNN_CELL,
-              peephole_lstm.PEEPHOLE_LSTM_CELL):
+              peephole_lstm.PEEPHOLE_LSTM_CELL, layernorm_lstm.LAYERNORM_LSTM_CELL):
     add(_cell)

@@ -119,10 +119,11 @@ def layer_configs(draw, cells=None, input_size=st.integers(1, 4), hidden_size=st
                   bias=st.booleans(), dropout=0.0):
     """Strategy for :class:`LayerConfig`. Each argument: a fixed value, a list to sample from, or a strategy;
     ``cells`` defaults to every registered cell."""
+    cell = draw(_strategy(list(cell_names()) if cells is None else cells))
     return LayerConfig(
-        cell=draw(_strategy(list(cell_names()) if cells is None else cells)),
+        cell=cell,
         input_size=draw(_strategy(input_size)),
-        hidden_size=draw(_strategy(hidden_size)),
+        hidden_size=max(draw(_strategy(hidden_size)), get_cell(cell).min_hidden_size),  # (min: Cell.min_hidden_size)
         num_layers=draw(_strategy(num_layers)),
         bidirectional=draw(_strategy(bidirectional)),
         batch_first=draw(_strategy(batch_first)),
