@@ -56,6 +56,23 @@ def _common(kw):
     return {k: kw[k] for k in ("dtype", "backend") if k in kw}
 
 
+def _add_rnn_and_head(model, seed, cell, input_size, hidden_size, out_features, **kw):
+    """``model.rnn`` (a :func:`make_recurrent` layer) and ``model.head`` (Linear from its top features to
+    ``out_features``), seeded in that order from ``seed``."""
+    rng = default_rng(seed)
+    model.rnn = model.add_child("rnn", make_recurrent(cell, input_size, hidden_size, seed=int(rng.integers(2**31)),
+                                                      **kw))
+    model.head = model.add_child("head", Linear(hidden_size * model.rnn.num_directions, out_features,
+                                                seed=int(rng.integers(2**31)), **_common(kw)))
+
+
+def _rnn_and_head_spec(a, out_features, **rnn_kw):
+    """``children_spec`` of :func:`_add_rnn_and_head` from a bound config ``a``."""
+    kw = {**rnn_kw, **a["kw"]}
+    return [_recurrent_spec("rnn", a["cell"], a["input_size"], a["hidden_size"], seed=None, **kw),
+            ("head", Linear, (a["hidden_size"] * _directions(kw), out_features), _common(kw))]
+
+
 class ManyToOneRegressor(Module):
     """Recurrent layer + linear head on the top layer's final state: ``y = W h_T + b``.
 
@@ -64,18 +81,11 @@ class ManyToOneRegressor(Module):
 
     def __init__(self, cell="rnn", input_size=1, hidden_size=50, output_size=1, num_layers=1, seed=None, **kw):
         super().__init__(**_common(kw))
-        rng = default_rng(seed)
-        self.rnn = self.add_child("rnn", make_recurrent(cell, input_size, hidden_size, num_layers=num_layers,
-                                                        seed=int(rng.integers(2**31)), **kw))
-        self.head = self.add_child("head", Linear(hidden_size * self.rnn.num_directions, output_size,
-                                                  seed=int(rng.integers(2**31)), **_common(kw)))
+        _add_rnn_and_head(self, seed, cell, input_size, hidden_size, output_size, num_layers=num_layers, **kw)
 
     @classmethod
     def children_spec(cls, a):
-        kw = a["kw"]
-        return [_recurrent_spec("rnn", a["cell"], a["input_size"], a["hidden_size"], num_layers=a["num_layers"],
-                                seed=None, **kw),
-                ("head", Linear, (a["hidden_size"] * _directions(kw), a["output_size"]), _common(kw))]
+        return _rnn_and_head_spec(a, a["output_size"], num_layers=a["num_layers"])
 
     def forward(self, x, lengths=None):
         return self.forward_with_state(x, lengths=lengths)[0]
@@ -102,20 +112,12 @@ class ManyToManyTagger(Module):
     def __init__(self, cell="lstm", input_size=1, hidden_size=32, num_classes=2, num_layers=1, bidirectional=False,
                  seed=None, **kw):
         super().__init__(**_common(kw))
-        rng = default_rng(seed)
-        self.rnn = self.add_child("rnn", make_recurrent(cell, input_size, hidden_size, num_layers=num_layers,
-                                                        bidirectional=bidirectional,
-                                                        seed=int(rng.integers(2**31)), **kw))
-        self.head = self.add_child("head", Linear(hidden_size * self.rnn.num_directions, num_classes,
-                                                  seed=int(rng.integers(2**31)), **_common(kw)))
+        _add_rnn_and_head(self, seed, cell, input_size, hidden_size, num_classes, num_layers=num_layers,
+                          bidirectional=bidirectional, **kw)
 
     @classmethod
     def children_spec(cls, a):
-        kw = a["kw"]
-        return [_recurrent_spec("rnn", a["cell"], a["input_size"], a["hidden_size"], num_layers=a["num_layers"],
-                                bidirectional=a["bidirectional"], seed=None, **kw),
-                ("head", Linear, (a["hidden_size"] * (2 if a["bidirectional"] else 1), a["num_classes"]),
-                 _common(kw))]
+        return _rnn_and_head_spec(a, a["num_classes"], num_layers=a["num_layers"], bidirectional=a["bidirectional"])
 
     def forward(self, x, lengths=None):
         out, _ = self.rnn(x, lengths=lengths)

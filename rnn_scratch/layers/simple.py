@@ -10,7 +10,29 @@ from ..validation import check_array, check_positive_int
 from .module import _GRAD_LOCK, Module
 
 
-class Linear(Module):
+class _OwnParams(Module):
+    """A module whose parameters are its own (no children): their shapes come from its constructor's arguments
+    (:meth:`_shapes` of the bound config), priced and refused before anything is allocated."""
+
+    @classmethod
+    def _shapes(cls, config):
+        raise NotImplementedError
+
+    @classmethod
+    def param_shapes(cls, *args, **kwargs):
+        return cls._shapes(cls.bind_config(*args, **kwargs))
+
+    @classmethod
+    def param_count(cls, *args, **kwargs):
+        return mem.shapes_count(cls.param_shapes(*args, **kwargs))
+
+    def _check_fits(self, shapes, what):
+        """MemoryError (naming the bytes) when ``shapes`` cannot be allocated: before any of them is."""
+        mem.check_available(mem.param_bytes(*mem.shapes_count(shapes), self.dtype), f"{what}: the parameters",
+                            self.backend)
+
+
+class Linear(_OwnParams):
     """``y = x W^T + b`` over the last axis (any leading axes), ``torch.nn.Linear``-shaped.
 
     Backward: dx = dy W,  dW += dy^T x,  db += sum dy (over all leading axes).
@@ -20,9 +42,8 @@ class Linear(Module):
         super().__init__(dtype=dtype, backend=backend)
         self.in_features = check_positive_int(in_features, "in_features")
         self.out_features = check_positive_int(out_features, "out_features")
-        shapes = mem.linear_shapes(in_features, out_features, bias)
-        mem.check_available(mem.param_bytes(*mem.shapes_count(shapes), self.dtype),
-                            f"Linear({self.in_features}, {self.out_features}): the parameters", self.backend)
+        self._check_fits(mem.linear_shapes(in_features, out_features, bias),
+                         f"Linear({self.in_features}, {self.out_features})")
         rng = be.default_rng(seed)
         bound = 1.0 / math.sqrt(in_features)
         self.add_param("weight", rng.uniform(-bound, bound, (out_features, in_features)))
@@ -30,13 +51,8 @@ class Linear(Module):
             self.add_param("bias", rng.uniform(-bound, bound, (out_features,)))
 
     @classmethod
-    def param_shapes(cls, *args, **kwargs):
-        a = cls.bind_config(*args, **kwargs)
+    def _shapes(cls, a):
         return mem.linear_shapes(a["in_features"], a["out_features"], bool(a["bias"]))
-
-    @classmethod
-    def param_count(cls, *args, **kwargs):
-        return mem.shapes_count(cls.param_shapes(*args, **kwargs))
 
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features}, bias={'bias' in self.params})"
@@ -63,7 +79,7 @@ class Linear(Module):
         return dy @ saved["weight"]
 
 
-class Embedding(Module):
+class Embedding(_OwnParams):
     """Lookup table ``y = W[idx]``, ``torch.nn.Embedding``-shaped; W ~ N(0, 1).
 
     Backward scatters: dW[idx] += dy (repeated indices add up).
@@ -73,19 +89,12 @@ class Embedding(Module):
         super().__init__(dtype=dtype, backend=backend)
         self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
         self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
-        shapes = mem.embedding_shapes(num_embeddings, embedding_dim)
-        mem.check_available(mem.param_bytes(*mem.shapes_count(shapes), self.dtype), f"{self!r}: the parameters",
-                            self.backend)
+        self._check_fits(mem.embedding_shapes(num_embeddings, embedding_dim), repr(self))
         self.add_param("weight", be.default_rng(seed).standard_normal((num_embeddings, embedding_dim)))
 
     @classmethod
-    def param_shapes(cls, *args, **kwargs):
-        a = cls.bind_config(*args, **kwargs)
+    def _shapes(cls, a):
         return mem.embedding_shapes(a["num_embeddings"], a["embedding_dim"])
-
-    @classmethod
-    def param_count(cls, *args, **kwargs):
-        return mem.shapes_count(cls.param_shapes(*args, **kwargs))
 
     def __repr__(self):
         return f"Embedding({self.num_embeddings}, {self.embedding_dim})"

@@ -15,10 +15,13 @@ class Tracker:
 
     name = ""
     needs_rng = False
+    carried = ()  # the names of the arrays carried from step to step, None before the first step
 
     def __init__(self, cell, rng=None):
         self.cell = cell
         self.rng = rng
+        for attr in self.carried:
+            setattr(self, attr, None)
 
     def check(self, d):
         """None when the algorithm is defined for a step with derivatives ``d``, else the reason it is not."""

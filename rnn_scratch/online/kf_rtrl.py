@@ -38,11 +38,7 @@ class KFRTRL(Tracker):
 
     name = "kf-rtrl"
     needs_rng = True
-
-    def __init__(self, cell, rng=None):
-        super().__init__(cell, rng)
-        self.A = None
-        self.B = None
+    carried = ("A", "B")
 
     def check(self, d):
         """None, or why this cell's immediate Jacobian is not one Kronecker product."""

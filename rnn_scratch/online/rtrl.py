@@ -26,10 +26,7 @@ class RTRL(Tracker):
     """Exact RTRL: M (full layout, per kind (B, n, H, G H[, K])) carried forward."""
 
     name = "rtrl"
-
-    def __init__(self, cell, rng=None):
-        super().__init__(cell, rng)
-        self.M = None
+    carried = ("M",)
 
     def step(self, d):
         if self.M is None:  # M_0 = 0

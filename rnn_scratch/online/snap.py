@@ -44,10 +44,7 @@ class UnitLocal(Tracker):
 
     recurrent = True
     masked = True
-
-    def __init__(self, cell, rng=None):
-        super().__init__(cell, rng)
-        self.J = None
+    carried = ("J",)
 
     def step(self, d):
         immediate = jac.immediate_unit(d)  # I_t in the unit layout

@@ -73,7 +73,14 @@ class Task:
         return self.name
 
 
-class AddTask(Task):
+class _BinaryTask(Task):
+    """A task whose targets are soft two-class labels, scored by cross-entropy."""
+
+    def loss(self, y, target, weight):
+        return soft_cross_entropy(y, target, weight)
+
+
+class AddTask(_BinaryTask):
     """Marschall et al.'s add task with lags (t1, t2) (module docstring)."""
 
     name = "add"
@@ -96,14 +103,11 @@ class AddTask(Task):
         x = np.stack([x_t, 1 - x_t], axis=-1)
         return x, np.stack([y, 1 - y], axis=-1), np.ones((steps, batch))
 
-    def loss(self, y, target, weight):
-        return soft_cross_entropy(y, target, weight)
-
     def describe(self):
         return f"add (lags {self.t1}, {self.t2})"
 
 
-class CopyTask(Task):
+class CopyTask(_BinaryTask):
     """Copy n bits back after a delimiter (module docstring)."""
 
     name = "copy"
@@ -133,9 +137,6 @@ class CopyTask(Task):
             return a.reshape((episodes * period,) + a.shape[2:])[:steps]
 
         return flat(x), flat(target), flat(weight)
-
-    def loss(self, y, target, weight):
-        return soft_cross_entropy(y, target, weight)
 
     def describe(self):
         return f"copy ({self.length} bits)"

@@ -32,11 +32,7 @@ class UORO(Tracker):
 
     name = "uoro"
     needs_rng = True
-
-    def __init__(self, cell, rng=None):
-        super().__init__(cell, rng)
-        self.s = None
-        self.theta = None
+    carried = ("s", "theta")
 
     def step(self, d):
         xp = array_module(d.local)

@@ -20,27 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ..functional import canonical_cell_name, get_cell
-from .kit import (
-    JUDGED_CASES,
-    TOL,
-    VALUES,
-    ConformanceReport,
-    Finding,
-    ImplementationError,
-    Outcome,
-    SearchGaveUp,
-    Stop,
-    call_problem,
-    changed,
-    compare,
-    describe_value,
-    inplace_warning,
-    judge_outcomes,
-    open_sandbox,
-    relative_error,
-    same_results,
-    search,
-)
+from . import kit
 
 FUNCTION = "forward and backward"
 
@@ -91,7 +71,7 @@ def layer_cases(draw, sizes, cell, structure):
     ours = _ours(cell, I, H, structure)
     with_state = draw(st.booleans(), label="with_state")
     return _case_arrays(ours, drawn, with_state,
-                        lambda shape, label: draw(arrays(np.float64, shape, elements=VALUES), label=label))
+                        lambda shape, label: draw(arrays(np.float64, shape, elements=kit.VALUES), label=label))
 
 
 def random_layer_case(cell, sizes, structure, rng):
@@ -119,7 +99,7 @@ def _pair(value, n, what, expected):
         states = (state,) if n == 1 else state
         if isinstance(states, (tuple, list)) and len(states) == n:
             return first, tuple(states), None
-    return None, None, f"{what} returned {describe_value(value)}, expected {expected}"
+    return None, None, f"{what} returned {kit.describe_value(value)}, expected {expected}"
 
 
 def _state_quantities(cell, final, d0):
@@ -168,12 +148,12 @@ class _Layer:
             what = "constructing the layer" if run.stopped.step < base else "its state_dict()"
             return None, f"{what} {run.stopped.text}"
         if base and not run.steps[0].ok:
-            return None, f"constructing the layer, {self.label}({I}, {H}), {call_problem(run.steps[0].error)}"
+            return None, f"constructing the layer, {self.label}({I}, {H}), {kit.call_problem(run.steps[0].error)}"
         sd = run.steps[base]
         if not sd.ok:
-            return None, f"state_dict() {call_problem(sd.error)}"
+            return None, f"state_dict() {kit.call_problem(sd.error)}"
         if not isinstance(sd.value, dict):
-            return None, f"state_dict() returned {describe_value(sd.value)}, expected a dict of arrays"
+            return None, f"state_dict() returned {kit.describe_value(sd.value)}, expected a dict of arrays"
         bf = run.steps[base + 1]
         structure = _structure(sd.value, bf.value if bf.ok else False)
         if structure is None:
@@ -181,8 +161,8 @@ class _Layer:
         return (structure, {k: np.shape(v) for k, v in sd.value.items()}), None
 
     def evaluate(self, case, expected):
-        """The learner's layer on one case, compared with ``expected`` (ours): an :class:`Outcome`."""
-        out = Outcome(expected=expected)
+        """The learner's layer on one case, compared with ``expected`` (ours): a :class:`~.kit.Outcome`."""
+        out = kit.Outcome(expected=expected)
         steps, layer = self.layer_steps(case["sizes"]["I"], case["sizes"]["H"])
         arrays_ = {"x": case["x"], "dout": case["dout"], **{f"w:{k}": v for k, v in case["weights"].items()},
                    **{f"dstate{k}": d for k, d in enumerate(case["dstate"])}}
@@ -214,7 +194,7 @@ class _Layer:
         before = pristine
         for k in (forward, forward + 2):
             if k < len(run.steps) and run.steps[k].arrays is not None:
-                for name, how in changed(before, run.steps[k].arrays).items():
+                for name, how in kit.changed(before, run.steps[k].arrays).items():
                     out.changes.append(("forward" if k == forward else "backward", name, how, None))
                 before = run.steps[k].arrays
         if run.stopped is not None:
@@ -231,7 +211,7 @@ class _Layer:
             if error.get("ref"):
                 out.problems.append(f"has no {name.split()[-1]}() (torch-shaped layers have one)")
             else:
-                out.problems.append(f"{name} {call_problem(error)}")
+                out.problems.append(f"{name} {kit.call_problem(error)}")
             return out
         first, final, err = _pair(run.steps[forward].value, self.n, "forward", "(out, state)")
         if err is None:
@@ -241,7 +221,7 @@ class _Layer:
             return out
         grads_after = run.steps[forward + 3].value
         if not isinstance(grads_after, dict):
-            out.problems.append(f"its grads is {describe_value(grads_after)}, expected a dict keyed like its "
+            out.problems.append(f"its grads is {kit.describe_value(grads_after)}, expected a dict keyed like its "
                                 f"state_dict")
             return out
         grads_before = run.steps[forward + 1].value if run.steps[forward + 1].ok else None
@@ -252,7 +232,7 @@ class _Layer:
                 v = v - old  # what this backward added (a layer object keeps its gradients)
             got[f"grads[{k}]"] = v
         out.got = got
-        problems, out.errors = compare(got, expected)
+        problems, out.errors = kit.compare(got, expected)
         out.problems += problems
         return out
 
@@ -262,21 +242,21 @@ class _LayerCheck:
         loaded = sandbox.loaded
         kind, names = loaded.get("kind"), loaded.get("names", {})
         if kind == "module":
-            raise ImplementationError(f"{label} is a module; the layer convention takes a layer class, factory or "
+            raise kit.ImplementationError(f"{label} is a module; the layer convention takes a layer class, factory or "
                                       f"object: name it as MODULE:ATTR or PATH:ATTR")
         if kind not in ("class", "callable", "layer"):
-            raise ImplementationError(f"the layer convention takes a layer class, factory or object, got {label} "
+            raise kit.ImplementationError(f"the layer convention takes a layer class, factory or object, got {label} "
                                       f"({kind})")
         is_instance = kind == "layer"
         if is_instance:
             for attr in ("backward", "state_dict", "load_state_dict"):
                 if names.get(attr) != "callable":
-                    raise ImplementationError(f"{label} has no {attr}() (torch-shaped layers have one)")
+                    raise kit.ImplementationError(f"{label} has no {attr}() (torch-shaped layers have one)")
         self.sandbox, self.label, self.cell, self.seed = sandbox, label, cell, seed
         self.max_examples = max_examples
         self.layer = _Layer(sandbox, label, cell, is_instance, zero_grad=is_instance and names.get("zero_grad") ==
                             "callable")
-        self.report = ConformanceReport(label, "layer", cell, examples=max_examples, strict=strict)
+        self.report = kit.ConformanceReport(label, "layer", cell, examples=max_examples, strict=strict)
         self.inplace = {}
 
     def evaluate(self, case):
@@ -291,7 +271,7 @@ class _LayerCheck:
 
     def stopped(self, stopped, case):
         if stopped.kind != "deadline":
-            return self.fail(Finding(FUNCTION, problems=[stopped.text], case=_describe(case), shrunk=False))
+            return self.fail(kit.Finding(FUNCTION, problems=[stopped.text], case=_describe(case), shrunk=False))
         self.report.incomplete = (f"the check's time limit ({self.sandbox.time_limit:g} s) ran out; raise it with "
                                   f"--time-limit")
         self.report.checked = []
@@ -307,7 +287,7 @@ class _LayerCheck:
             structure, shapes = found
             sizes = (shapes["weight_ih_l0"][1], shapes["weight_hh_l0"][1])
         if err is not None:
-            return self.fail(Finding(FUNCTION, problems=[err], shrunk=False))
+            return self.fail(kit.Finding(FUNCTION, problems=[err], shrunk=False))
         self.structure = found[0]
         fixed = sizes if self.layer.is_instance else None
         rng = np.random.default_rng([self.seed, 1])
@@ -319,23 +299,23 @@ class _LayerCheck:
         again = self.evaluate(probe)
         if again.stopped is not None:
             return self.stopped(again.stopped, probe)
-        same, where = same_results(first.got or {}, again.got or {})
+        same, where = kit.same_results(first.got or {}, again.got or {})
         if not same or first.problems != again.problems:
             text = f"returns different results for the same inputs ({where or 'its errors differ'} between two calls)"
-            return self.fail(Finding(FUNCTION, problems=[text], case=_describe(probe), shrunk=False))
+            return self.fail(kit.Finding(FUNCTION, problems=[text], case=_describe(probe), shrunk=False))
 
         def failing(case):
             outcome = self.evaluate(case)
             if outcome.stopped is not None:
-                raise Stop(outcome.stopped, case)
+                raise kit.Stop(outcome.stopped, case)
             return not outcome.ok
 
         try:
-            minimal = search(failing, layer_cases(fixed, self.cell, self.structure), self.max_examples, self.seed)
-        except Stop as stop:
+            minimal = kit.search(failing, layer_cases(fixed, self.cell, self.structure), self.max_examples, self.seed)
+        except kit.Stop as stop:
             return self.stopped(stop.stopped, stop.case)
-        except SearchGaveUp as exc:
-            return self.fail(Finding(FUNCTION, case=_describe(probe), shrunk=False, problems=[
+        except kit.SearchGaveUp as exc:
+            return self.fail(kit.Finding(FUNCTION, case=_describe(probe), shrunk=False, problems=[
                 f"gives different verdicts for the same case (the search gave up: {type(exc).__name__})"]))
         shrunk = True
         if minimal is None:
@@ -350,18 +330,18 @@ class _LayerCheck:
     def finish(self):
         for (function, argument), how in self.inplace.items():
             thing = {"dout": "dout", "x": "x"}.get(argument, argument)
-            text = inplace_warning(f"its {function}", thing, how)
+            text = kit.inplace_warning(f"its {function}", thing, how)
             if self.report.failures:
                 self.report.failures[0].notes.insert(0, f"its {function} also changes {thing} in place ({how})")
             else:
                 self.report.warnings.append(text)
 
     def judge(self, case, shrunk):
-        finding = Finding(FUNCTION, case=_describe(case), shrunk=shrunk)
+        finding = kit.Finding(FUNCTION, case=_describe(case), shrunk=shrunk)
         rng = np.random.default_rng([self.seed, 7])
-        others = [random_layer_case(self.cell, case["sizes"], self.structure, rng) for _ in range(JUDGED_CASES)]
+        others = [random_layer_case(self.cell, case["sizes"], self.structure, rng) for _ in range(kit.JUDGED_CASES)]
         outcomes = [self.evaluate(c) for c in (case, *others)]
-        judge_outcomes(finding, outcomes)
+        kit.judge_outcomes(finding, outcomes)
         usable = [(c, o) for c, o in zip(others, outcomes[1:]) if o.got is not None]
         if usable and finding.wrong:
             finding.cause = self.gate_order(usable)
@@ -369,8 +349,8 @@ class _LayerCheck:
             t_axis = 1 if self.structure[3] else 0
             T = c["sizes"]["T"]
             if "dx" in finding.wrong:
-                wrong = [t for t in range(T) if relative_error(np.take(o.got["dx"], t, axis=t_axis),
-                                                               np.take(o.expected["dx"], t, axis=t_axis)) > TOL]
+                wrong = [t for t in range(T) if kit.relative_error(np.take(o.got["dx"], t, axis=t_axis),
+                                                               np.take(o.expected["dx"], t, axis=t_axis)) > kit.TOL]
                 if wrong and T - 1 not in wrong and not self.structure[1]:
                     finding.steps = (f"on a random case of these sizes dx is right at the last step (t = {T - 1}) and "
                                      f"wrong at t = {wrong}: the gradient carried from step t+1 into step t is likely "
@@ -396,7 +376,7 @@ class _LayerCheck:
                 expected = {k: (_permute_rows({k: v}, inverse, G)[k] if k.startswith("grads[") else v)
                             for k, v in expected.items()}  # the learner's gradients come in its own row order
                 return all(isinstance(outcome.got.get(k), np.ndarray) and outcome.got[k].shape == v.shape
-                           and relative_error(outcome.got[k], v) <= TOL for k, v in expected.items())
+                           and kit.relative_error(outcome.got[k], v) <= kit.TOL for k, v in expected.items())
 
             if all(matches(c, o) for c, o in usable):
                 used = ", ".join(names[j] for j in inverse)
@@ -422,8 +402,8 @@ def check_layer_implementation(target, *, cell, max_examples, seed, strict, time
     try:
         cell = canonical_cell_name(cell)
     except ValueError as exc:
-        raise ImplementationError(f"the layer convention checks a registered cell: {exc}") from None
+        raise kit.ImplementationError(f"the layer convention checks a registered cell: {exc}") from None
     names = ["backward", "state_dict", "load_state_dict", "zero_grad", "__call__"]
-    sandbox, label = open_sandbox(target, names=names, call_limit=call_limit, time_limit=time_limit)
+    sandbox, label = kit.open_sandbox(target, names=names, call_limit=call_limit, time_limit=time_limit)
     with sandbox:
         return _LayerCheck(sandbox, label, cell, max_examples=max_examples, seed=seed, strict=strict).run()
