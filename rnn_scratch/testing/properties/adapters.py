@@ -110,29 +110,36 @@ def parameter_role(name):
     return None if parsed is None else ROLES[parsed[0]]
 
 
-def _unit_axes(name, shape, *, hidden_size, num_gates, num_directions):
+TORCH_LAYOUT = {"weight_ih": ("G*H", "I"), "weight_hh": ("G*H", "H"), "bias_ih": ("G*H",), "bias_hh": ("G*H",)}
+
+
+def _unit_axes(name, shape, *, hidden_size, num_gates, num_directions, layout=None):
     """Per axis of a parameter, the hidden units it indexes: None (no units: layer 0's input features) or a
-    list of segments of H entries, each the units of one (layer, direction). Torch's gate-blocked layout:
+    list of segments of H entries, each the units of one (layer, direction). ``layout``: {kind: symbolic shape}
+    as a cell declares it (``Cell.params``: ``"G*H"`` G gate blocks of the layer's own units, ``"k*H"`` k blocks,
+    ``"H"`` one, ``"I"`` the layer's input); default torch's gate-blocked layout:
 
     - weight_ih_l{k}{s} (G*H, in_k): rows are G gate blocks of layer k's units; columns (k >= 1) are the
       D blocks of layer k-1's units, forward then reverse, as layer k-1's output concatenates them;
     - weight_hh_l{k}{s} (G*H, H): rows as above, columns are layer k's units (a vector (G*H,) has rows only);
     - bias_ih_l{k}{s}, bias_hh_l{k}{s} (G*H,): gate blocks of layer k's units.
     """
-    parsed = parse_name(name)
-    if parsed is None:
-        raise RelabelUnavailable(f"parameter {name!r} is not one of torch's recurrent-layer parameters, so where "
-                                 "its hidden units sit is unknown")
-    kind, layer, d = parsed
-    H, G = hidden_size, num_gates
-    own = (layer, d)
-    axes = [[own] * G]
-    if kind == "weight_ih":
-        axes.append(None if layer == 0 else [(layer - 1, e) for e in range(num_directions)])
-    elif kind == "weight_hh" and len(shape) == 2:
-        axes.append([own])
+    from ...functional import Param
+
+    m = _SUFFIX.match(name)
+    layout = TORCH_LAYOUT if layout is None else layout
+    if m is None or m.group(1) not in layout:
+        raise RelabelUnavailable(f"parameter {name!r} is not one of the layer's known parameters "
+                                 f"({', '.join(sorted(layout))}), so where its hidden units sit is unknown")
+    kind, layer, d = m.group(1), int(m.group(2)), 1 if m.group(3) else 0
+    blocks = Param(kind, layout[kind]).hidden_blocks(num_gates)
+    if kind == "weight_hh" and len(shape) == 1 and len(blocks) == 2:
+        blocks = blocks[:1]  # a vector recurrent weight (one per row)
+    H, own = hidden_size, (layer, d)
+    axes = [None if b is None and layer == 0 else [(layer - 1, e) for e in range(num_directions)] if b is None
+            else [own] * b for b in blocks]
     if len(axes) != len(shape):
-        raise RelabelUnavailable(f"parameter {name!r} has shape {tuple(shape)}: not torch's layout")
+        raise RelabelUnavailable(f"parameter {name!r} has shape {tuple(shape)}: not the layout {layout[kind]}")
     for axis, segments in enumerate(axes):
         if segments is not None and shape[axis] != len(segments) * H:
             raise RelabelUnavailable(f"parameter {name!r} has shape {tuple(shape)}: axis {axis} should hold "
@@ -140,19 +147,20 @@ def _unit_axes(name, shape, *, hidden_size, num_gates, num_directions):
     return axes
 
 
-def relabel_units(params, perms, *, hidden_size, num_gates, num_directions):
+def relabel_units(params, perms, *, hidden_size, num_gates, num_directions, layout=None):
     """Every parameter with the hidden units relabelled: new unit k of (layer l, direction d) is old unit
     ``perms[l, d][k]``, so the new layer's state is ``h[..., perms[l, d]]`` of the old one.
 
     This is the one place that knows where hidden units sit in the parameters (:func:`_unit_axes`: torch's
-    gate-blocked layout, G = ``num_gates`` blocks of H rows). It is a permutation of coordinates, so it
+    gate-blocked layout, G = ``num_gates`` blocks of H rows, or a cell's declared ``layout``). It is a
+    permutation of coordinates, so it
     maps parameter *gradients* the same way. Raises :class:`RelabelUnavailable` for an unknown parameter.
     """
     out = {}
     for name, value in params.items():
         value = np.asarray(value)
         axes = _unit_axes(name, value.shape, hidden_size=hidden_size, num_gates=num_gates,
-                          num_directions=num_directions)
+                          num_directions=num_directions, layout=layout)
         for axis, segments in enumerate(axes):
             if segments is not None:
                 index = np.concatenate([j * hidden_size + np.asarray(perms[key]) for j, key in enumerate(segments)])
@@ -284,6 +292,8 @@ class Adapter:
     kind = "adapter"
     supports_lengths = True
     memoryless = None
+    layout = None  # {parameter kind: symbolic shape} (Cell.params); None: torch's four, gate-blocked
+    min_hidden_size = 1  # the smallest hidden size the layer is built at (Cell.min_hidden_size)
     zero_at_zero = True  # with every parameter and the state zero the outputs are zero (tanh, relu, the gates)
     torch_layout = True  # parameters named and laid out as torch's (relabelling, direction swap, roles)
 
@@ -317,7 +327,7 @@ class Adapter:
         if not self.torch_layout or self.num_gates is None:
             raise RelabelUnavailable(f"the {self.kind} adapter of {self.label} declares no unit layout")
         return relabel_units(params, perms, hidden_size=self.hidden_size, num_gates=self.num_gates,
-                             num_directions=self.num_directions)
+                             num_directions=self.num_directions, layout=self.layout)
 
     def swap_directions(self, params):
         if not self.torch_layout:
@@ -480,6 +490,8 @@ class RnnScratchAdapter(Adapter):
         self.batch_first = layer.batch_first
         self.state_names = tuple(layer.cell.state_names)
         self.num_gates = layer.cell.num_gates
+        self.layout = {p.name: p.shape for p in layer.cell.params}  # where the units sit: the cell's record
+        self.min_hidden_size = layer.cell.min_hidden_size
         # one gate block and one state part: the new state is a function of (x_t, W_hh-term) only
         self.memoryless = layer.cell.num_gates == 1 and layer.cell.num_states == 1
         self.dtype = np.dtype(layer.dtype)

@@ -55,6 +55,7 @@ class Subject:
         self.factory = factory
         self.label = label or getattr(factory, "__qualname__", None) or repr(factory)
         self._built = {}
+        self.min_hidden_size = 1  # the layer's own minimum (Adapter.min_hidden_size), read from the first build
 
     def adapter(self, I, H, dtype="float64") -> Adapter:
         if (I, H) not in self._built:
@@ -88,7 +89,8 @@ def property_cases(draw, subject, prop, dtypes=DTYPES, sizes=None):
     moderate = prop.float32_only or ("float32" in dtypes and draw(st.booleans(), label="moderate"))
     regime = MODERATE if moderate else WIDE
     I = draw(st.integers(1, sizes["I"]), label="I")
-    H = draw(st.integers(prop.min_H, max(prop.min_H, sizes["H"])), label="H")
+    low = max(prop.min_H, subject.min_hidden_size)
+    H = draw(st.integers(low, max(low, sizes["H"])), label="H")
     adapter = subject.adapter(I, H)
     I, H = adapter.input_size, adapter.hidden_size  # the layer's own (a factory may fix them)
     T = draw(st.integers(prop.min_T, max(prop.min_T, sizes["T"])), label="T")
@@ -303,6 +305,7 @@ def check_properties(factory, *, adapter, properties=None, dtypes=DTYPES, max_ex
         raise UsageError(f"max_examples must be an integer >= 1, got {max_examples!r}")
     subject = Subject(factory, adapter, label)
     first = subject.adapter(2, 3)
+    subject.min_hidden_size = first.min_hidden_size
     report = PropertyReport(subject.label, subject.kind, subject.adapter(2, 3, "as built").describe(), dtypes,
                             int(max_examples), int(seed))
     deadline = None if time_limit is None else time.monotonic() + float(time_limit)
