@@ -19,6 +19,10 @@ from rnn_scratch.testing import layer_configs, layer_inputs
 CELL_NAMES = sorted(CELLS)  # every registered cell; nothing here names one
 WITH_DERIVATIVES = [name for name in CELL_NAMES if CELLS[name].step_derivatives is not None]
 WITHOUT_DERIVATIVES = [name for name in CELL_NAMES if CELLS[name].step_derivatives is None]
+# by the record's recurrent weight: a matrix mixes the units, a vector (IndRNN's) keeps each unit to its own past
+_RECURRENT_RANK = {name: len(CELLS[name].param_shapes(2, 4).get("weight_hh", ())) for name in WITH_DERIVATIVES}
+RECURRENT_MATRIX = [name for name, rank in _RECURRENT_RANK.items() if rank == 2]
+UNIT_LOCAL = [name for name, rank in _RECURRENT_RANK.items() if rank == 1]
 
 
 def _rel(a, b):
@@ -126,15 +130,17 @@ def test_step_derivatives_match_finite_differences(cell, data):
 @pytest.mark.parametrize("cell", WITH_DERIVATIVES)
 @given(data=st.data())
 def test_rtrl_and_full_truncation_equal_bptt(cell, data):
-    """rtrl == bptt to 1e-10 relative; tbptt with k >= T == bptt; snap-2 == rtrl (dense W_hh: a full pattern)."""
+    """rtrl == bptt to 1e-10 relative; tbptt with k >= T == bptt; snap-2 == rtrl (dense W_hh: a full pattern; a
+    cell whose units see only their own past, IndRNN: the pattern is the unit-local one, exact)."""
     layer, x, dout, state = _case(data, cell)
     exact = gradients(layer, x, dout, method="bptt", state=state)
     T = x.shape[1] if layer.batch_first else x.shape[0]
     assert _rel(gradients(layer, x, dout, method="rtrl", state=state), exact) < 1e-10
     k = data.draw(st.integers(T, T + 3))
     assert _rel(gradients(layer, x, dout, method="tbptt", truncation=k, state=state), exact) < 1e-10
-    assert all(m is None for m in pattern_masks(_steps(layer, x if not layer.batch_first else
-                                                       np.swapaxes(x, 0, 1))[0][1], 2).values())
+    d = _steps(layer, x if not layer.batch_first else np.swapaxes(x, 0, 1))[0][1]
+    if d.recurrent_term is not None:  # dense W_hh: two steps reach everything (unit-local cells: SnAp is exact)
+        assert all(m is None for m in pattern_masks(d, 2).values())
     assert _rel(gradients(layer, x, dout, method="snap-2", state=state), exact) < 1e-10
 
 
@@ -227,7 +233,18 @@ def test_snap1_both_ways_and_rflo_without_local_dynamics(cell, data):
         assert _rel(rflo, t1) < 1e-10
 
 
-@pytest.mark.parametrize("cell", WITH_DERIVATIVES)
+@pytest.mark.parametrize("cell", UNIT_LOCAL)
+@given(data=st.data())
+def test_every_method_is_exact_for_a_unit_local_recurrence(cell, data):
+    """A cell whose units see only their own past (IndRNN: a vector recurrent weight, no recurrent matrix): the
+    influence matrix is unit-local, so SnAp-1 and SnAp-2 are RTRL (and BPTT), not approximations."""
+    layer, x, dout, state = _case(data, cell)
+    exact = gradients(layer, x, dout, method="bptt", state=state)
+    for method in ("rtrl", "snap-1", "snap-2"):
+        assert _rel(gradients(layer, x, dout, method=method, state=state), exact) < 1e-10, method
+
+
+@pytest.mark.parametrize("cell", RECURRENT_MATRIX)
 def test_snap2_pattern_on_a_sparse_recurrence_is_what_two_steps_reach(cell):
     """P_2 from the record's structure equals the nonzero pattern of I + D I built from step_backward alone
     (per basis vector: a row of D_t and of I_t), on a W_hh with exact zeros; SnAp-2 then differs from RTRL."""

@@ -33,6 +33,7 @@ import math
 from typing import NamedTuple
 
 from ..backend import array_module
+from ._common import ImmediateTerm, StepDerivatives
 from .cell import Cell, Param, Prepared, TorchStep
 from .rnn import RNNFast
 
@@ -66,6 +67,25 @@ def indrnn_step_backward(dstate, cache: IndRNNStepCache):
     if cache.params.get("bias") is not None:
         dparams["bias"] = da.sum(axis=0)
     return da @ w, (da * u,), dparams
+
+
+def indrnn_step_derivatives(cache: IndRNNStepCache) -> StepDerivatives:
+    r"""The Jacobians of one step, per hidden unit (:class:`~rnn_scratch.functional.StepDerivatives`, for the
+    forward-mode algorithms of :mod:`rnn_scratch.online`). Unit j's state sees only its own past::
+
+        d h_t[j] / d h_{t-1}[j'] = delta_jj' (1 - h_t[j]^2) u[j]        (local; no recurrent matrix)
+        d h_t[j] / d W[j', k]    = delta_jj' (1 - h_t[j]^2) x_t[k]      d h_t[j] / d b[j'] = delta_jj' (1 - h_t[j]^2)
+        d h_t[j] / d u[j']       = delta_jj' (1 - h_t[j]^2) h_{t-1}[j]
+
+    Two terms: E = 1 - h_t^2 (B, 1, 1, H) for W (input x_t) and b, and E * h_{t-1} for u (a vector, one entry
+    per unit). So RTRL's influence matrix is exactly unit-local, and SnAp-1 is exact for this cell.
+    """
+    dphi = (1 - cache.h**2)[:, None, None, :]
+    reach = ((True,),)
+    inputs = {"weight_ih": cache.x, **({"bias": None} if cache.params.get("bias") is not None else {})}
+    terms = (ImmediateTerm(dphi, inputs, reach),
+             ImmediateTerm(dphi * cache.h_prev[:, None, None, :], {"weight_hh": None}, reach))
+    return StepDerivatives(dphi * cache.params["weight_hh"], reach, terms, None, None)
 
 
 class IndRNNFast(RNNFast):
@@ -103,4 +123,4 @@ INDRNN_CELL = Cell("indrnn", ("h",), ("a",),
                     Param("weight_hh", ("H",), init=lambda rng, shape, I, H: rng.uniform(-0.5, 0.5, shape)),
                     Param("bias", ("H",), bias=True, init="zeros")),
                    indrnn_step_forward, indrnn_step_backward, fast=IndRNNFast(), memory=(2, 1),
-                   reference=TorchStep(_torch_step))
+                   reference=TorchStep(_torch_step), step_derivatives=indrnn_step_derivatives)
