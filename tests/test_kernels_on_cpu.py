@@ -244,9 +244,9 @@ def test_the_sanitizers_catch_a_bad_kernel(cell, old, new, report):
 
 
 def test_thread_orders_catch_a_race_between_threads():
-    """The harness can fail: an RNN kernel whose thread k reads h_cell[k - 1], which thread k - 1 of the same launch
+    """The harness can fail: an RNN kernel whose thread k reads gates[k - 1], which thread k - 1 of the same launch
     writes, gives different results in different thread orders."""
-    racy = ("real a = h_cell[k] + a_hh[k];", "real a = h_cell[k] + a_hh[k] + (k > 0 ? h_cell[k - 1] : 0);")
+    racy = ("real a = gates[k] + a_hh[k];", "real a = gates[k] + a_hh[k] + (k > 0 ? gates[k - 1] : 0);")
     case = random_sequence_case(3, "rnn_tanh", 4, 2, 2, 3)
     results = []
     for order in ("forward", "reverse"):
