@@ -9,6 +9,8 @@ import sys
 import pytest
 
 import rnn_scratch as rs
+from rnn_scratch.functional import CELLS
+from rnn_scratch.layers import make_layer
 from rnn_scratch.testing import ImplementationError, check_implementation, cs231n_reference
 from rnn_scratch.testing import conformance as kit
 from rnn_scratch.testing import layer_conformance as kit_layer
@@ -37,6 +39,14 @@ def test_our_cs231n_functions_and_a_correct_learner_conform(cell):
 ])
 def test_our_layers_conform_to_the_layer_convention(make, cell):
     report = check_implementation(make, convention="layer", cell=cell, max_examples=25)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_every_registered_cell_conforms_to_the_layer_convention(cell):
+    """Each cell of the registry (a new one as soon as it is registered), its layer checked by the kit."""
+    report = check_implementation(functools.partial(make_layer, cell, dtype="float64"), convention="layer", cell=cell,
+                                  max_examples=25)
     assert report.ok, str(report)
 
 

@@ -66,7 +66,9 @@ def _case_arrays(ours, sizes, with_state, arr):
 def layer_cases(draw, sizes, cell, structure):
     """Sizes (I, H fixed when ``sizes`` is given), T and N, and every array of a call: x, the initial state (or
     None), the weights, dout and dstate, drawn through hypothesis.extra.numpy (so values shrink too)."""
-    I, H = sizes if sizes is not None else (draw(st.integers(1, 3), label="I"), draw(st.integers(1, 3), label="H"))
+    low = get_cell(cell).min_hidden_size  # (a LayerNorm LSTM is degenerate at H = 1)
+    I, H = sizes if sizes is not None else (draw(st.integers(1, 3), label="I"),
+                                            draw(st.integers(low, max(low, 3)), label="H"))
     drawn = {"I": I, "H": H, "T": draw(st.integers(1, 4), label="T"), "N": draw(st.integers(1, 2), label="N")}
     ours = _ours(cell, I, H, structure)
     with_state = draw(st.booleans(), label="with_state")
