@@ -2,6 +2,8 @@
 
 Failure paths assert that models, optimisers and files are bit-identical afterwards."""
 
+import os
+import signal
 import threading
 
 import numpy as np
@@ -222,3 +224,33 @@ def test_optimizer_settings_are_checked(make, match):
                                                                                                      momentum=-0.5)):
         with pytest.raises(ValueError):  # torch refuses the same
             torch_make(torch.nn.GRU(2, 3).parameters())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_the_threaded_time_loop():
+    """The conformance kit forks to run an in-memory layer in a child. The child inherits the parent's worker pool
+    object but none of its threads: a threaded time loop there waited forever (main before the fix: the child
+    was ended by its 10 s alarm). Now the child builds its own pool and gets the parent's result."""
+    from rnn_scratch.functional import _parallel
+
+    saved = _parallel.MIN_BLOCK_ELEMENTS, _parallel._num_threads
+    _parallel.MIN_BLOCK_ELEMENTS = 1  # every batch row its own block
+    _parallel.set_num_threads(2)
+    try:
+        layer = make_layer("lstm", 3, 8, dtype="float64", seed=0)
+        x = np.random.default_rng(0).standard_normal((4, 6, 3))
+        out, _ = layer(x)  # the worker pool exists now
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                signal.alarm(10)
+                code = 0 if np.array_equal(layer(x)[0], out) else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        _parallel.MIN_BLOCK_ELEMENTS = saved[0]
+        _parallel.set_num_threads(saved[1])
+    ended = f"exit {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else f"signal {os.WTERMSIG(status)}"
+    assert ended == "exit 0", f"the forked child ended by {ended}"

@@ -205,3 +205,17 @@ def _worker_pool(workers: int) -> ThreadPoolExecutor:
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rnn_scratch")
             _pool_size = workers
         return _pool
+
+
+def _after_fork_in_child():
+    """A forked child has none of its parent's threads: forget the pools (a submit to the inherited pool would
+    wait forever: it counts the parent's workers, which do not run here) and the lock, which another thread
+    may have held at the fork. BLAS keeps whatever limit it had at the fork (correct, if slower)."""
+    global _lock, _pool, _pool_size, _blas_thread, _blas_users, _blas_restore
+    _lock = threading.Lock()
+    _pool, _pool_size = None, 0
+    _blas_thread, _blas_users, _blas_restore = None, 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
