@@ -76,6 +76,9 @@ def _recurrent_sizes(mode, input_size, hidden_size, num_layers, bias, bidirectio
     cell = get_cell(mode)  # from the cell registry: its parameters' symbolic shapes (Cell.params)
     I = check_positive_int(input_size, "input_size")
     H = check_positive_int(hidden_size, "hidden_size")
+    if H < cell.min_hidden_size:
+        raise ValueError(f"hidden_size must be an integer >= {cell.min_hidden_size} for the {cell.name} cell "
+                         f"(Cell.min_hidden_size: it is degenerate below), got {H}")
     L = check_positive_int(num_layers, "num_layers")
     return cell, I, H, L, 2 if bidirectional else 1, bool(bias)
 

@@ -344,6 +344,21 @@ def _wrong_state(x_t, state, params):
                                                                             "with keys"),
     (_bad(fast=_WrongSign("tanh")), ValueError, "its fast path disagrees with its step loop in out"),
     (_bad(fast=type("Bare", (FastPath,), {"order": ("a",)})()), ValueError, "its fast path failed on a small case"),
+    # found by the hostile probe of this change: what the record's fields return, not only their shapes
+    (_bad(params=(Param("weight_ih", ("G*H", "I"), init=lambda rng, shape, I, H: np.zeros(3)),
+                  *_leaky_fields()["params"][1:])), ValueError,
+     r"parameter 'weight_ih': its init returned shape \(3,\), expected finite values of shape \(3, 2\)"),
+    (_bad(step_forward=lambda x, s, p: (lambda n, c: ((n[0].astype(np.int64),), c))(
+        *get_cell("rnn_tanh").step_forward(x, s, p))), ValueError,
+     "step_forward's new state part 'h' must be a float64 array for float64 inputs .*got int64"),
+    (_bad(step_backward=lambda d, c: (lambda dx, dp, g: (2 * dx, dp, g))(*get_cell("rnn_tanh").step_backward(d, c))),
+     ValueError, "step_backward's dx_t disagrees with central differences of step_forward"),
+    (_bad(min_hidden_size="a"), ValueError, "min_hidden_size must be an integer in 1..64"),
+    (_bad(aliases=("probe",)), ValueError, "aliases must be a tuple of distinct lower-case identifiers other than"),
+    (_bad(step_derivatives=5), TypeError, "step_derivatives must be callable or None"),
+    (_bad(float32_in_distribution="yes"), TypeError, "float32_in_distribution must be True or False"),
+    (_bad(params=(Param("weight_ih", ("100000000000000000000*H", "I")),)), ValueError,
+     r"k in 'k\*H' must be at most 64"),
 ])
 def test_register_cell_refuses_a_malformed_record_and_registers_nothing(record, error, message):
     before, aliases = dict(CELLS), dict(rs.functional.ALIASES)

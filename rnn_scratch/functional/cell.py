@@ -69,7 +69,12 @@ class Param(NamedTuple):
 
         shape = self.dims(input_size, hidden_size, num_gates)
         if callable(self.init):
-            return np.asarray(self.init(rng, shape, input_size, hidden_size), dtype=np.float64)
+            value = np.asarray(self.init(rng, shape, input_size, hidden_size), dtype=np.float64)
+            if value.shape != shape or not np.isfinite(value).all():
+                what = f"shape {value.shape}" if value.shape != shape else "non-finite values"
+                raise ValueError(f"parameter {self.name!r}: its init returned {what}, expected finite values of "
+                                 f"shape {shape} (declared {self.shape})")
+            return value
         if self.init == "uniform":
             bound = 1.0 / math.sqrt(hidden_size)
             return rng.uniform(-bound, bound, shape)

@@ -26,9 +26,11 @@ SMOKE_SIZES = dict(T=3, B=2, I=2, H=3)  # the small case register_cell runs
 
 
 def register_cell(cell: Cell, *, replace: bool = False) -> Cell:
-    """Check ``cell`` (every field: a TypeError or ValueError naming it), run its step pair once on a small case
-    (float64: T=3, B=2, I=2, H=3) checking every shape it returns, check its fast path (if any) against its step
-    loop on that case, then add it under its name and aliases. A name already taken is a ValueError unless
+    """Check ``cell`` (every field: a TypeError or ValueError naming it), run its parameters' initialisation (the
+    declared shapes, finite) and its step pair once on a small case (float64: T=3, B=2, I=2, H=3): every shape,
+    dtype (float64 in, float64 out) and value (finite) it returns, and its step_backward against central
+    differences of its step_forward; check its fast path (if any) against its step loop on that case, then add it
+    under its name and aliases. A name already taken is a ValueError unless
     ``replace``. Nothing is registered when any check fails. Returns the cell."""
     registry.check_record(cell)
     taken = {cell.name, *cell.aliases} & set(registry.cell_choices())
@@ -46,9 +48,16 @@ def unregister_cell(name: str) -> Cell:
 
 def _run_small_case(cell: Cell) -> None:
     T, B, I, H = SMOKE_SIZES.values()
+    H = max(H, cell.min_hidden_size)
     where = f"Cell {cell.name!r}"
     rng = np.random.default_rng(0)
     shapes = cell.param_shapes(I, H)
+    for p in cell.params:  # its own initialisation: the declared shapes, finite
+        try:
+            p.initial(rng, I, H, cell.num_gates)
+        except Exception as exc:
+            raise ValueError(f"{where}: {exc}" if isinstance(exc, ValueError) else
+                             f"{where}: parameter {p.name!r}: its init failed: {type(exc).__name__}: {exc}") from exc
     params = {name: 0.5 * rng.standard_normal(shape) for name, shape in shapes.items()}
     x = rng.standard_normal((T, B, I))
     state = tuple(rng.standard_normal((B, H)) for _ in cell.state_names)
@@ -74,6 +83,18 @@ def _run_small_case(cell: Cell) -> None:
         if np.shape(dparams[name]) != shape:
             raise ValueError(f"{where}: step_backward's dparams[{name!r}] must have shape {shape}, got "
                              f"{np.shape(dparams[name])}")
+    returned = {**{f"step_forward's new state part {n!r}": v for n, v in zip(cell.state_names, new)},
+                "step_backward's dx_t": dx, **{f"step_backward's state gradient part {n!r}": v
+                                               for n, v in zip(cell.state_names, dprev)},
+                **{f"step_backward's dparams[{k!r}]": v for k, v in dparams.items()}}
+    for what, value in returned.items():
+        dtype = getattr(value, "dtype", None)
+        if dtype != np.float64:
+            raise ValueError(f"{where}: {what} must be a float64 array for float64 inputs (the step keeps the "
+                             f"inputs' dtype), got {dtype if dtype is not None else type(value).__name__}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{where}: {what} is not finite on a small case {step_shapes}")
+    _check_step_gradients(cell, where, x[0], state, params, step_shapes, rng)
     if cell.fast is None:
         return
     mask = (np.arange(T)[:, None] < np.array([T, T - 1])[None, :])[:, :, None]
@@ -94,6 +115,39 @@ def _run_small_case(cell: Cell) -> None:
         if fast is None or np.shape(fast) != np.shape(ref) or not np.allclose(fast, ref, rtol=1e-9, atol=1e-12):
             raise ValueError(f"{where}: its fast path disagrees with its step loop in {what} on a small case "
                              f"(T={T}, B={B}, I={I}, H={H}, reverse, padded)")
+
+
+FD_EPS, FD_TOL = 1e-6, 1e-5  # central differences of the small case; relative to the largest gradient (floor 1)
+
+
+def _check_step_gradients(cell, where, x_t, state, params, step_shapes, rng):
+    """step_backward against central differences of step_forward, for L = sum_k w_k * s_t[k] (random w): every
+    entry of x_t, of each state part and of each parameter. A ValueError names the first wrong gradient."""
+    weights = tuple(rng.standard_normal(s.shape) for s in state)
+
+    def loss(x, s, p):
+        return sum(float((w * n).sum()) for w, n in zip(weights, cell.step_forward(x, s, p)[0]))
+
+    _, cache = cell.step_forward(x_t, state, params)
+    dx, dprev, dparams = cell.step_backward(weights, cache)
+    inputs = {"dx_t": (x_t, dx), **{f"the state gradient part {n!r}": (s, d) for n, s, d in
+                                     zip(cell.state_names, state, dprev)},
+              **{f"dparams[{k!r}]": (params[k], dparams[k]) for k in params}}
+    scale = max(1.0, *(float(np.abs(g).max(initial=0.0)) for _, g in inputs.values()))
+    for what, (value, grad) in inputs.items():
+        numeric = np.empty(value.shape)
+        for idx in np.ndindex(value.shape):
+            saved = value[idx]
+            value[idx] = saved + FD_EPS
+            up = loss(x_t, state, params)
+            value[idx] = saved - FD_EPS
+            down = loss(x_t, state, params)
+            value[idx] = saved
+            numeric[idx] = (up - down) / (2 * FD_EPS)
+        error = float(np.abs(numeric - grad).max(initial=0.0))
+        if not error <= FD_TOL * scale:
+            raise ValueError(f"{where}: step_backward's {what} disagrees with central differences of step_forward "
+                             f"on a small case {step_shapes} (off by {error:.3g}; largest gradient {scale:.3g})")
 
 
 def _check_states(where, what, states, names, shape):

@@ -19,6 +19,9 @@ ALIASES: dict = {}  # alias -> name
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _DIM = re.compile(r"^(?:I|H|G\*H|[1-9]\d*\*H)$")
+MAX_BLOCKS = 64  # k of a 'k*H' axis
+MAX_MEMORY = 1000  # (T, B, H) arrays per step a record may declare
+MAX_MIN_HIDDEN = 64  # a cell meaningful only above this is not a recurrent cell we can check on a small case
 
 
 def cell_names() -> tuple:
@@ -54,8 +57,10 @@ def check_record(cell) -> None:
     where = f"Cell {cell.name!r}" if isinstance(cell.name, str) else "Cell"
     if not isinstance(cell.name, str) or not _NAME.match(cell.name):
         raise ValueError(f"{where}: name must be a lower-case identifier, got {cell.name!r}")
-    if not isinstance(cell.aliases, tuple) or not all(isinstance(a, str) and _NAME.match(a) for a in cell.aliases):
-        raise ValueError(f"{where}: aliases must be a tuple of lower-case identifiers, got {cell.aliases!r}")
+    if (not isinstance(cell.aliases, tuple) or not all(isinstance(a, str) and _NAME.match(a) for a in cell.aliases)
+            or len(set(cell.aliases)) != len(cell.aliases) or cell.name in cell.aliases):
+        raise ValueError(f"{where}: aliases must be a tuple of distinct lower-case identifiers other than the name, "
+                         f"got {cell.aliases!r}")
     if (not isinstance(cell.state_names, tuple) or not cell.state_names or cell.state_names[0] != "h"
             or not all(isinstance(s, str) and _NAME.match(s) for s in cell.state_names)
             or len(set(cell.state_names)) != len(cell.state_names)):
@@ -75,6 +80,9 @@ def check_record(cell) -> None:
                                                                    for d in p.shape):
             raise ValueError(f"{where}: parameter {p.name!r} has shape {p.shape!r}; each axis must be 'I', 'H', "
                              "'G*H' or 'k*H'")
+        if any(d[0].isdigit() and int(d.split("*")[0]) > MAX_BLOCKS for d in p.shape):
+            raise ValueError(f"{where}: parameter {p.name!r} has shape {p.shape!r}: k in 'k*H' must be at most "
+                             f"{MAX_BLOCKS}")
         if not isinstance(p.bias, bool):
             raise ValueError(f"{where}: parameter {p.name!r}: bias must be True or False, got {p.bias!r}")
         if not (callable(p.init) or p.init in ("uniform", "ones", "zeros")):
@@ -93,14 +101,21 @@ def check_record(cell) -> None:
         if cell.fast.kernel is not None and not isinstance(cell.fast.kernel, Kernel):
             raise TypeError(f"{where}: fast.kernel must be a Kernel or None, got {type(cell.fast.kernel).__name__}")
     if (not isinstance(cell.memory, tuple) or len(cell.memory) != 2
-            or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in cell.memory)):
-        raise ValueError(f"{where}: memory must be a pair of integers >= 0 ((T, B, H) arrays in the forward cache, "
-                         f"more in the backward), got {cell.memory!r}")
+            or not all(isinstance(m, int) and not isinstance(m, bool) and 0 <= m <= MAX_MEMORY for m in cell.memory)):
+        raise ValueError(f"{where}: memory must be a pair of integers in 0..{MAX_MEMORY} ((T, B, H) arrays in the "
+                         f"forward cache, more in the backward), got {cell.memory!r}")
     if cell.reference is not None and not isinstance(cell.reference, (TorchModule, TorchStep)):
         raise TypeError(f"{where}: reference must be a TorchModule, a TorchStep or None, got "
                         f"{type(cell.reference).__name__}")
-    if cell.nonsmooth_at is not None and not callable(cell.nonsmooth_at):
-        raise TypeError(f"{where}: nonsmooth_at must be callable or None")
+    for field in ("nonsmooth_at", "step_derivatives"):
+        if getattr(cell, field) is not None and not callable(getattr(cell, field)):
+            raise TypeError(f"{where}: {field} must be callable or None, got {type(getattr(cell, field)).__name__}")
+    if not isinstance(cell.float32_in_distribution, bool):
+        raise TypeError(f"{where}: float32_in_distribution must be True or False, got {cell.float32_in_distribution!r}")
+    if (isinstance(cell.min_hidden_size, bool) or not isinstance(cell.min_hidden_size, int)
+            or not 1 <= cell.min_hidden_size <= MAX_MIN_HIDDEN):
+        raise ValueError(f"{where}: min_hidden_size must be an integer in 1..{MAX_MIN_HIDDEN}, got "
+                         f"{cell.min_hidden_size!r}")
 
 
 def add(cell: Cell, replace: bool = False) -> Cell:
