@@ -57,7 +57,7 @@ META_LIMIT = 64 << 20  # bytes of metadata (JSON sections, format-1 arrays) a fi
 META_ENTRIES = 1000  # metadata entries a file may hold (format 1 kept one per user key)
 LAYER_SETTINGS = ("batch_first", "dropout", "check_finite", "memory", "checkpoint_every")
 
-_LAYERS = (layers.RNN, layers.LSTM, layers.GRU, layers.Linear, layers.Embedding)
+_LAYERS = (layers.RNNBase, layers.RNN, layers.LSTM, layers.GRU, layers.Linear, layers.Embedding)  # RNNBase: any cell
 _MODELS = (models.ManyToOneRegressor, models.ManyToManyTagger, models.OneToManyGenerator, models.EncoderDecoder,
            models.BidirectionalClassifier, models.CharLM)
 #: The classes :func:`load_model` builds, by registry key: the library's own models and layers, nothing else.

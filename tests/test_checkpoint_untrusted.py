@@ -595,3 +595,27 @@ def test_sgd_state_round_trips(tmp_path):
     rebuilt, rebuilt_opt = load_model(save_checkpoint(tmp_path / "sgd.npz", model, opt), with_optimizer=True)
     assert type(rebuilt_opt) is SGD and rebuilt_opt.momentum == 0.9
     assert all(np.array_equal(v, rebuilt_opt.state[k]) for k, v in opt.state.items())
+
+
+# -- a layer of any registered cell (RNNBase) is a model load_model builds ------------------------------------
+@pytest.mark.parametrize("cell", ["indrnn", "peephole_lstm", "layernorm_lstm"])
+def test_a_bare_layer_of_any_cell_round_trips_and_its_mode_is_checked_before_anything_is_built(cell, tmp_path,
+                                                                                                monkeypatch):
+    """RNNBase was not in MODEL_REGISTRY: a bare layer of a cell without a torch class saved, and load_model then
+    refused it for a missing config (found by the hostile probe of issue 25). Its mode is a cell name of the
+    registry, checked with the sizes before any layer is built."""
+    layer = rs.RNNBase(cell, 3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1)
+    path = save_checkpoint(tmp_path / "layer.npz", layer)
+    loaded = load_model(path)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    assert type(loaded) is rs.RNNBase and loaded.mode == cell and np.array_equal(loaded(x)[0], layer(x)[0])
+    entries = _entries(path)
+    config = json.loads(str(entries["meta/config"]))
+    built = []
+    monkeypatch.setattr(Module, "add_param", lambda self, *a, **k: built.append(a[0]))
+    for change, expect in (({"mode": "os.system"}, "cell must be one of"), ({"hidden_size": 10**12}, "shape"),
+                           ({"mode": "layernorm_lstm", "hidden_size": 1}, "hidden_size must be an integer >= 2")):
+        crafted = _with_json(entries, "meta/config", {**config, "kwargs": {**config["kwargs"], **change}})
+        with pytest.raises(CheckpointError, match=expect):
+            load_model(_write(tmp_path / "crafted.npz", crafted))
+    assert built == []
