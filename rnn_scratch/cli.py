@@ -473,12 +473,17 @@ def cmd_online(args):
     truncation = (args.truncation or 6) if windowed else None
     if args.every is not None and args.every > args.steps:
         raise ValueError(f"--every {args.every} is more than --steps {args.steps}")
+    # the exact RTRL run beside each method needs the cell's step derivatives; without them it is left out
+    exact = not args.no_exact and get_cell(args.cell).step_derivatives is not None
+    if not args.no_exact and not exact:
+        print(f"online: no exact RTRL run beside the methods (cell {get_cell(args.cell).name} has no step "
+              f"derivatives): no alignment or variance curves")
     print(f"online: {task.describe()}, {args.cell} hidden {args.hidden}, {args.steps} steps x {args.seeds} seeds, "
           f"batch {args.batch}, {args.optimizer} lr {args.lr or ('3e-3' if args.optimizer == 'adam' else '0.05')}"
           f"{f', truncation {truncation}' if truncation else ''}, {args.dtype}; methods {' '.join(args.methods)}")
     result = study.run_study(task, args.methods, seeds=args.seeds, seed=args.seed, cell=args.cell, hidden=args.hidden,
                              steps=args.steps, batch=args.batch, optimizer=args.optimizer, lr=args.lr,
-                             truncation=truncation, clip=args.clip, exact=not args.no_exact, every=args.every,
+                             truncation=truncation, clip=args.clip, exact=exact, every=args.every,
                              dtype=args.dtype, backend=args.backend, show_progress=not args.no_progress)
     result["command"] = "python -m rnn_scratch online " + " ".join(sys.argv[2:])
     table = study.cost_table(result)
@@ -497,7 +502,7 @@ def cmd_online(args):
     print(table)
     for line in notes:
         print(line)
-    plots = [study.plot_learning_curves] + ([] if args.no_exact else [study.plot_alignment, study.plot_variance])
+    plots = [study.plot_learning_curves] + ([study.plot_alignment, study.plot_variance] if exact else [])
     paths = []
     for plot, suffix in zip(plots, ("loss", "alignment", "variance")):
         paths.append(f"{base}_{suffix}.png")

@@ -188,3 +188,15 @@ def test_online_command_writes_and_every_option_acts(tmp_path):
                                   "--methods", "uoro", "kf-rtrl", "--out", str(tmp_path / "d"), "--no-progress")
     assert status == 0 and "ratio kf-rtrl / uoro" in out and (tmp_path / "d" / "online_sine.json").exists(), err
     assert set(METHODS) <= set(online_study.THEORY)
+
+
+def test_online_command_runs_bptt_on_a_cell_without_step_derivatives(tmp_path):
+    """The refusal of the forward-mode methods says 'bptt' and 'tbptt' need only the step functions; following it
+    used to fail on the exact RTRL run beside them (hostile probe of issue 25). Now that run is left out, said."""
+    status, out, err = run_inline("online", "--methods", "bptt", "tbptt", "--cell", "peephole", "--steps", "12",
+                                  "--seeds", "1", "--hidden", "3", "--every", "6", "--out", str(tmp_path),
+                                  "--no-progress")
+    assert status == 0, err
+    assert "no exact RTRL run beside the methods (cell peephole_lstm has no step derivatives)" in out
+    assert "| bptt |" in out and "| tbptt |" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["online_add.json", "online_add.txt", "online_add_loss.png"]

@@ -89,7 +89,7 @@ class OnlineLearner:
         self.shadow = RTRL(self.cell) if self.exact and self.method != "rtrl" else None
         if self.shadow is not None and self.cell.step_derivatives is None:
             raise ValueError(f"exact=True runs RTRL beside {self.method!r}, which cell {self.cell.name!r} does not "
-                             f"support (no Cell.step_derivatives)")
+                             f"support (no Cell.step_derivatives): pass exact=False (the command line's --no-exact)")
         live = {name: value for name, value, _ in layer.parameters()}
         self.names = layer_kinds(live)  # {kind: the layer's name}
         self.params = {kind: live[name] for kind, name in self.names.items()}  # the live arrays
