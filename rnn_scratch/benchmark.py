@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from . import backend as be
-from .functional import TorchModule, cell_names, get_cell
+from .functional import TorchModule, canonical_cell_name, cell_names, get_cell
 from .progress import progress
 
 GRID = {  # name: (T, B, I, H)
@@ -334,7 +334,7 @@ def run(sizes=None, cells=None, backends=None, sweep_max=None, quick=False, dtyp
     2048, quick 256). ``tf32``: torch's TF32 switches for this run (CuPy's: the CUPY_TF32 environment variable);
     recorded.
     """
-    cells = default_cells() if cells is None else cells
+    cells = default_cells() if cells is None else tuple(dict.fromkeys(canonical_cell_name(c) for c in cells))
     sizes = sizes or (["seed", "tiny", "mid"] if quick else list(GRID))
     backends = backends or available_backends()
     repeat, min_time, warmup = (repeat or 3, 0.05, 1) if quick else (repeat or 9, 0.5, 2)

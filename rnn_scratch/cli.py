@@ -103,7 +103,7 @@ def _remove_if_empty(folders):
 
 
 def _layer_args(parser):
-    parser.add_argument("--cell", choices=cell_choices(), default="lstm")
+    parser.add_argument("--cell", choices=cell_choices(), type=str.lower, default="lstm")
     parser.add_argument("--input-size", type=int_at_least(1), default=3)
     parser.add_argument("--hidden", type=int_at_least(1), default=4)
     parser.add_argument("--layers", type=int_at_least(1), default=1)
@@ -193,7 +193,7 @@ def _sine_arguments(p):
 
     p.add_argument("--preset", choices=sorted(SINE_PRESETS), default="default",
                    help="seed: the reference tutorial exactly; default: trains to forecast MSE < 1e-3")
-    p.add_argument("--cell", choices=cell_choices(), help="override the preset's cell")
+    p.add_argument("--cell", choices=cell_choices(), type=str.lower, help="override the preset's cell")
     p.add_argument("--hidden", type=int_at_least(1), help="override the preset's hidden size")
     p.add_argument("--epochs", type=int_at_least(1), help="override the preset's epochs")
     p.add_argument("--lr", type=positive_float, help="override the preset's Adam learning rate")
@@ -258,7 +258,7 @@ cmd_sine.options = dict(dtype="float32")
 # -- char -------------------------------------------------------------------------------------------
 def _char_arguments(p):
     p.add_argument("--text", default=None, help="text file (default: the Shakespeare sonnets shipped in the package)")
-    p.add_argument("--cell", choices=cell_choices(), default="lstm")
+    p.add_argument("--cell", choices=cell_choices(), type=str.lower, default="lstm")
     p.add_argument("--hidden", type=int_at_least(1), default=128)
     p.add_argument("--seq-len", type=int_at_least(1), default=48)
     p.add_argument("--batch-size", type=int_at_least(1), default=32)
@@ -297,7 +297,7 @@ def _bench_arguments(p):
     p.add_argument("--quick", action="store_true", help="few sizes and repeats (CI)")
     p.add_argument("--sizes", nargs="+", choices=list(GRID),
                    help="grid rows (default all; quick: seed tiny mid)")
-    p.add_argument("--cells", nargs="+", choices=cell_choices(), default=None,
+    p.add_argument("--cells", nargs="+", choices=cell_choices(), type=str.lower, default=None,
                    help="default: every registered cell but the variants of one torch class (rnn_relu)")
     p.add_argument("--backends", nargs="+", choices=BACKENDS, help="default: all present")
     p.add_argument("--sweep-max", type=int_at_least(0), default=None,
@@ -381,7 +381,7 @@ def _check_arguments(p):
                         "factory or object (layer convention)")
     p.add_argument("--convention", choices=["cs231n", "layer"], required=True,
                    help="cs231n: CS231n's function names and signatures; layer: a torch-shaped layer")
-    p.add_argument("--cell", choices=cell_choices(), required=True,
+    p.add_argument("--cell", choices=cell_choices(), type=str.lower, required=True,
                    help="cs231n: rnn or lstm (CS231n's assignment has no others); layer: any registered cell")
     p.add_argument("--max-examples", type=int_at_least(1), default=None,
                    help="cases searched per function (default 60)")
@@ -428,7 +428,7 @@ def _online_arguments(p):
                         "stream (default add)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    help="gradient methods to train with (default: all)")
-    p.add_argument("--cell", choices=cell_choices(), default="rnn_tanh")
+    p.add_argument("--cell", choices=cell_choices(), type=str.lower, default="rnn_tanh")
     p.add_argument("--hidden", type=int_at_least(1), default=16, help="hidden units (default 16)")
     p.add_argument("--steps", type=int_at_least(1), default=10000, help="steps of the stream per run (default 10000)")
     p.add_argument("--seeds", type=int_at_least(1), default=5,

@@ -205,3 +205,18 @@ def test_options_act(tmp_path):
 
     a, b = (json.loads((tmp_path / f"bench_{n}.json").read_text()) for n in "ab")
     assert (a["seed"], b["seed"]) == (0, 5)
+
+
+def test_cell_names_on_the_command_line_are_any_case_and_one_cell_is_timed_once():
+    """`--cell LN_LSTM` is accepted as the library accepts it (hostile probe of issue 25: argparse refused it), and
+    `bench --cells` with a cell's aliases times that cell once, under its canonical name."""
+    from rnn_scratch import benchmark
+
+    parser = cli.build_parser()
+    assert parser.parse_args(["gradcheck", "--cell", "LN_LSTM"]).cell == "ln_lstm"
+    args = parser.parse_args(["bench", "--cells", "ln_lstm", "LayerNorm_LSTM", "layer_norm_lstm"])
+    result = benchmark.run(sizes=["tiny"], cells=args.cells, backends=["numpy"], sweep_max=0, quick=True, repeat=1,
+                           show_progress=False)
+    assert [row["cell"] for row in result["rows"]] == ["layernorm_lstm"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["gradcheck", "--cell", "elman"])
