@@ -345,8 +345,8 @@ def _gradflow_arguments(p):
     p.add_argument("--no-progress", action="store_true")
 
 
-@command("gradflow", "vanishing and exploding gradients through time: RNN vs LSTM vs GRU, plots and horizons "
-                     "(float64, NumPy)")
+@command("gradflow", "vanishing and exploding gradients through time, every registered cell side by side: plots "
+                     "and horizons (float64, NumPy)")
 def cmd_gradflow(args):
     from .analysis import experiments as ex
 

@@ -150,10 +150,11 @@ def horizon_table(distance, threshold=1e-6):
     radii = sorted({r for _, r in distance})
     cells = list(dict.fromkeys(c for c, _ in distance))
     T = len(next(iter(distance.values())))
+    width = max(10, *(len(c) + 2 for c in cells))  # the longest cell name and two spaces
     lines = [f"steps back until the gradient falls below {threshold:g} of its last-step value (T={T}; '>T': never)",
-             f"{'cell':<10}" + "".join(f"{'radius ' + str(r):>14}" for r in radii)]
+             f"{'cell':<{width}}" + "".join(f"{'radius ' + str(r):>14}" for r in radii)]
     for cell in cells:
-        row = f"{cell:<10}"
+        row = f"{cell:<{width}}"
         for r in radii:
             h = vanishing_horizon(distance[(cell, r)][::-1], threshold)
             grew = np.nanmax(np.where(np.isfinite(distance[(cell, r)]), distance[(cell, r)], np.inf))

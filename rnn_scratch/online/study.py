@@ -30,7 +30,7 @@ THEORY = {
     "uoro": ("O(H^2)", "O(H^2) (= O(P))"),
     "kf-rtrl": ("O(H^3)", "O(H^2)"),
     "snap-1": ("O(H^2) (= O(P))", "O(H^2) (= O(P))"),
-    "snap-2": ("O(H^4) (= rtrl, dense W_hh)", "O(H^3)"),
+    "snap-2": ("O(H^4) (= rtrl, dense W_hh; O(H^2) unit-local)", "O(H^3)"),
     "rflo": ("O(H^2) (= O(P))", "O(H^2) (= O(P))"),
 }
 
