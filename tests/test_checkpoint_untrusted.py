@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import rnn_scratch as rs
 from rnn_scratch import models
 from rnn_scratch.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from rnn_scratch.functional import CELLS, TorchModule
 from rnn_scratch.layers import Module
 from rnn_scratch.optim import SGD, Adam
 
@@ -598,7 +599,7 @@ def test_sgd_state_round_trips(tmp_path):
 
 
 # -- a layer of any registered cell (RNNBase) is a model load_model builds ------------------------------------
-@pytest.mark.parametrize("cell", ["indrnn", "peephole_lstm", "layernorm_lstm"])
+@pytest.mark.parametrize("cell", [name for name, c in CELLS.items() if not isinstance(c.reference, TorchModule)])
 def test_a_bare_layer_of_any_cell_round_trips_and_its_mode_is_checked_before_anything_is_built(cell, tmp_path,
                                                                                                 monkeypatch):
     """RNNBase was not in MODEL_REGISTRY: a bare layer of a cell without a torch class saved, and load_model then
@@ -611,10 +612,12 @@ def test_a_bare_layer_of_any_cell_round_trips_and_its_mode_is_checked_before_any
     assert type(loaded) is rs.RNNBase and loaded.mode == cell and np.array_equal(loaded(x)[0], layer(x)[0])
     entries = _entries(path)
     config = json.loads(str(entries["meta/config"]))
+    narrow = next(c for c in CELLS.values() if c.min_hidden_size > 1)  # a cell degenerate at H = 1
     built = []
     monkeypatch.setattr(Module, "add_param", lambda self, *a, **k: built.append(a[0]))
     for change, expect in (({"mode": "os.system"}, "cell must be one of"), ({"hidden_size": 10**12}, "shape"),
-                           ({"mode": "layernorm_lstm", "hidden_size": 1}, "hidden_size must be an integer >= 2")):
+                           ({"mode": narrow.name, "hidden_size": narrow.min_hidden_size - 1},
+                            f"hidden_size must be an integer >= {narrow.min_hidden_size}")):
         crafted = _with_json(entries, "meta/config", {**config, "kwargs": {**config["kwargs"], **change}})
         with pytest.raises(CheckpointError, match=expect):
             load_model(_write(tmp_path / "crafted.npz", crafted))

@@ -367,6 +367,15 @@ def test_register_cell_refuses_a_malformed_record_and_registers_nothing(record, 
     assert CELLS == before and rs.functional.ALIASES == aliases
 
 
+def test_the_packages_own_cells_cannot_be_replaced():
+    """replace=True on 'lstm' made rs.LSTM build the replacement (a one-state cell: its forward returned h, not
+    (h, c)); found by the hostile probe of issue 25."""
+    before = dict(CELLS)
+    with pytest.raises(ValueError, match="cell 'lstm' is one of the package's own"):
+        register_cell(_bad(name="lstm"), replace=True)
+    assert CELLS == before and get_cell("lstm").num_states == 2
+
+
 def test_a_cell_without_a_fast_path_runs_its_step_loop():
     cell = _bad(fast=None)
     rng = np.random.default_rng(0)

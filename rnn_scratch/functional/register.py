@@ -33,6 +33,9 @@ def register_cell(cell: Cell, *, replace: bool = False) -> Cell:
     under its name and aliases. A name already taken is a ValueError unless
     ``replace``. Nothing is registered when any check fails. Returns the cell."""
     registry.check_record(cell)
+    if replace and cell.name in registry.BUILT_IN:
+        raise ValueError(f"cell {cell.name!r} is one of the package's own ({', '.join(registry.BUILT_IN)}): rs.RNN, "
+                         f"LSTM and GRU and the checkpoints are built on them; register yours under another name")
     taken = {cell.name, *cell.aliases} & set(registry.cell_choices())
     if taken and not (replace and cell.name in registry.CELLS):
         raise ValueError(f"cell names {sorted(taken)} are taken (registered: {list(registry.cell_choices())}); "

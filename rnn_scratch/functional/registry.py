@@ -147,3 +147,4 @@ def remove(name: str) -> Cell:
 for _cell in (rnn.RNN_TANH_CELL, rnn.RNN_RELU_CELL, lstm.LSTM_CELL, gru.GRU_CELL, indrnn.INDRNN_CELL,
               peephole_lstm.PEEPHOLE_LSTM_CELL, layernorm_lstm.LAYERNORM_LSTM_CELL):
     add(_cell)
+BUILT_IN = tuple(CELLS)  # the package's own cells: the torch-shaped classes and the tests rely on them
