@@ -148,6 +148,11 @@ def test_gradcheck_refines_a_sharply_curving_loss_and_still_catches_a_wrong_grad
     assert gradcheck(loss, {"w": w}, {"w": right}).passed
     report = gradcheck(loss, {"w": w}, {"w": right * (1 + 1e-5)})
     assert not report.passed and report.rows[0].rel_error > 5e-6
+    c = 1e-10  # a curvature scale 1e-5: one level leaves 9.3e-6 relative, two 4.8e-9 (the LayerNorm LSTM's h0
+    right = np.full(3, c**-0.5)  # through two layers of norms left 1.07e-6 after one level under the dev profile)
+    assert gradcheck(loss, {"w": w}, {"w": right}).passed
+    report = gradcheck(loss, {"w": w}, {"w": right * (1 + 1e-5)})
+    assert not report.passed and report.rows[0].rel_error > 5e-6
 
 
 def test_backend_env_override(monkeypatch):
