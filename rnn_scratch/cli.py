@@ -12,6 +12,7 @@ import difflib
 import math
 import os
 import re
+import shlex
 import sys
 import tempfile
 
@@ -322,7 +323,7 @@ def cmd_bench(args):
     result = benchmark.run(sizes=args.sizes, cells=args.cells, backends=args.backends,
                            sweep_max=args.sweep_max, quick=args.quick, dtype=args.dtype,
                            show_progress=not args.no_progress, repeat=args.repeat, seed=args.seed)
-    result["command"] = "python -m rnn_scratch bench " + " ".join(sys.argv[2:])
+    result["command"] = args.command_line
     path = benchmark.save(result, args.out, args.name)
     text = benchmark.table(result)
     write_text(path.replace(".json", ".txt"), text + "\n")
@@ -485,7 +486,7 @@ def cmd_online(args):
                              steps=args.steps, batch=args.batch, optimizer=args.optimizer, lr=args.lr,
                              truncation=truncation, clip=args.clip, exact=exact, every=args.every,
                              dtype=args.dtype, backend=args.backend, show_progress=not args.no_progress)
-    result["command"] = "python -m rnn_scratch online " + " ".join(sys.argv[2:])
+    result["command"] = args.command_line
     table = study.cost_table(result)
     base = os.path.join(args.out, f"online_{task.name}")
     with open(base + ".json", "w") as f:
@@ -608,6 +609,7 @@ def main(argv=None):
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help", "--version"):
         argv = ["demo", *argv]  # options alone: the demo's
     args = parser.parse_args(argv)
+    args.command_line = "python -m rnn_scratch " + " ".join(shlex.quote(a) for a in argv)  # as run, for results
     made = []
     try:
         if getattr(args, "backend", None) is not None:

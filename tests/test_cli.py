@@ -222,3 +222,20 @@ def test_cell_names_on_the_command_line_are_any_case_and_one_cell_is_timed_once(
     assert [row["cell"] for row in result["rows"]] == [cell.name]
     with pytest.raises(SystemExit):
         parser.parse_args(["gradcheck", "--cell", "elman"])
+
+
+def test_results_record_the_command_as_run_through_the_benchmarks_script(tmp_path):
+    """benchmarks/run.py passes its arguments to `bench`; the recorded command dropped the first of them
+    (`--quick`), since it was read from sys.argv[2:] as if `bench` were there."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "run.py"), "--quick", "--sizes", "tiny",
+                        "--cells", "rnn", "--backends", "numpy", "--sweep-max", "0", "--repeat", "1", "--no-progress",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 0, r.stderr
+    command = json.loads((tmp_path / "bench_cpu.json").read_text())["command"]
+    assert command.startswith("python -m rnn_scratch bench --quick --sizes tiny --cells rnn")
+    assert str(tmp_path) in command
