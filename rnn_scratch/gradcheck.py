@@ -86,6 +86,9 @@ def refined_gradient(loss_fn, array, eps=1e-6, coarse=None, levels=1):
 
 
 REFINED_NOISE = {1: 3, 2: 7}  # the extrapolations' noise in units of D(eps)'s: (4*2 + 1)/3; (16*6 + 3)/15
+MEASURED_NOISE_UNITS = 8  # level 2's noise (~6.6 D(eps)'s) against the measured |R1(1.01 eps) - R1(eps)| (~4.2),
+# with room for the maximum over a few entries (the LayerNorm LSTM's x gradient below: 5.0)
+SHIFT = 1.01  # R1 at eps and at SHIFT * eps: their noise is independent, their truncation nearly the same
 
 
 @dataclass
@@ -137,8 +140,11 @@ def gradcheck(loss_fn, arrays, analytic, *, eps=1e-6, tol=1e-6, floor=1e-3, loss
     error of at most tol * floor = 1e-9 by default). A tensor that fails is measured again with
     :func:`refined_gradient`, one level of extrapolation and then two (its noise counted 3 and 7 times), and
     judged by that (a loss that curves on a scale near eps, as a layer norm of a zero vector through two layers
-    of norms, needs the second). A wrong backward is off by
-    the size of the gradient itself and still fails.
+    of norms, needs the second). At the second level the extrapolations' noise is also measured, as the change of
+    R1 when eps moves by 1% (its truncation barely moves), and an error within MEASURED_NOISE_UNITS of it is
+    noise: rounding amplified
+    inside the loss (a layer norm's 1/sqrt(1e-5) slope at a zero state) can exceed the estimate u * M / eps.
+    A wrong backward is off by the size of the gradient itself and still fails.
 
     loss_fn: () -> scalar, reading the arrays in ``arrays`` (name -> float64 array, perturbed in place).
     analytic: name -> gradient of the same shape.
@@ -153,12 +159,18 @@ def gradcheck(loss_fn, arrays, analytic, *, eps=1e-6, tol=1e-6, floor=1e-3, loss
         numeric = numerical_gradient(loss_fn, array, eps)
         a = to_numpy(analytic[name])
         err = relative_error(a, numeric, floor)
-        coarse = numeric
+        coarse, r1 = numeric, None
         for levels in (1, 2):  # truncation error or a wrong gradient: measure again, O(eps^4), then O(eps^6)
             if err < tol:
                 break
             numeric = refined_gradient(loss_fn, array, eps, coarse, levels)
-            err = relative_error(a, numeric, max(floor, NOISE_UNITS * REFINED_NOISE[levels] * noise / tol))
+            measured = 0.0
+            if levels == 1:
+                r1 = numeric
+            else:  # the extrapolations' own noise, measured: R1 moved by 1% of eps
+                measured = float(np.abs(refined_gradient(loss_fn, array, SHIFT * eps) - r1).max(initial=0.0))
+            err = relative_error(a, numeric, max(floor, NOISE_UNITS * REFINED_NOISE[levels] * noise / tol,
+                                                 MEASURED_NOISE_UNITS * measured / tol))
         scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(numeric).max(initial=0.0)))
         report.rows.append(GradCheckRow(name, tuple(array.shape), float(np.abs(a - numeric).max(initial=0.0)),
                                         err, err < tol, scale))

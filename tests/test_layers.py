@@ -151,8 +151,34 @@ def test_gradcheck_refines_a_sharply_curving_loss_and_still_catches_a_wrong_grad
     c = 1e-10  # a curvature scale 1e-5: one level leaves 9.3e-6 relative, two 4.8e-9 (the LayerNorm LSTM's h0
     right = np.full(3, c**-0.5)  # through two layers of norms left 1.07e-6 after one level under the dev profile)
     assert gradcheck(loss, {"w": w}, {"w": right}).passed
-    report = gradcheck(loss, {"w": w}, {"w": right * (1 + 1e-5)})
-    assert not report.passed and report.rows[0].rel_error > 5e-6
+    assert not gradcheck(loss, {"w": w}, {"w": right * (1 + 1e-5)}).passed
+
+
+def test_gradcheck_measures_the_noise_of_a_loss_that_amplifies_its_own_rounding():
+    """A LayerNorm LSTM with a zero reverse initial state and one input feature (found by the dev profile): its
+    x gradient is 1e-4 (a layer norm is nearly scale-invariant in x) while rounding inside the loss, amplified
+    by the norms' 1/sqrt(1e-5) slope, makes central differences 23 times noisier than u * M / eps. torch agrees
+    with ours to 1e-13; the differences' noise, measured, explains the 1.3e-7 they are off. A gradient 1% off
+    still fails."""
+    from rnn_scratch.gradcheck import check_layer
+    from rnn_scratch.testing import LayerConfig
+
+    cfg = LayerConfig(cell="layernorm_lstm", input_size=1, hidden_size=3, num_layers=1, bidirectional=True,
+                      batch_first=True, bias=False)
+    layer = cfg.build(dtype="float64", seed=1, check_finite=False)
+    x = np.array([[[-0.10347335], [-2.0], [2.0]]])
+    state = (np.array([[[0.07257404, 0.0, -0.85439121]], [[0.0, 0.0, 0.0]]]),
+             np.array([[[0.80666805, -1.0, -0.12946001]], [[0.0, 0.0, 0.0]]]))
+    assert check_layer(layer, x, state).passed
+    real = layer.backward_states
+
+    def off_by_one_percent(*args):
+        dx, dstates = real(*args)
+        return dx * 1.01, dstates
+
+    layer.backward_states = off_by_one_percent
+    report = check_layer(layer, x, state)
+    assert [r.name for r in report.failures()] == ["x"]
 
 
 def test_backend_env_override(monkeypatch):
