@@ -397,9 +397,9 @@ def test_a_cell_without_step_derivatives_runs_bptt_and_refuses_the_rest(cell, da
     layer.zero_grad()
     layer.forward(x, state)
     layer.backward(dout)
-    assert _rel(exact, dict(layer.grads)) < 1e-12
+    assert _rel(exact, dict(layer.grads)) < 1e-9  # the step loop against the fast path (float64 parity's 1e-9)
     T = x.shape[1] if layer.batch_first else x.shape[0]
-    assert _rel(gradients(layer, x, dout, method="tbptt", truncation=T, state=state), exact) < 1e-12
+    assert _rel(gradients(layer, x, dout, method="tbptt", truncation=T, state=state), exact) < 1e-9
     for method in (m for m in METHODS if m not in ("bptt", "tbptt")):
         with pytest.raises(ValueError, match=f"'{method}' is not available for cell '{cell}'.*step_derivatives"):
             gradients(layer, x, dout, method=method, state=state)

@@ -209,9 +209,10 @@ def spread_at(x, state, params):
     """The spreads (standard deviations over a row) of what the three norms see, W_ih x_t, W_hh h_{t-1} and c_t,
     for x (..., I) and the state before the step (..., H) each: (..., 3). A norm of a row whose spread is near 0
     is as steep as 1 / sqrt(eps) and curves on the scale sqrt(eps), and the steepness compounds through the
-    norms after it (Cell.nonsmooth_at: finite differences are meaningful only away from 0). Rows that are exactly
-    0 (a zero initial state) and norms over one feature (constant) are inf: a perturbation of size eps leaves
-    them in the norm's linear range."""
+    norms after it (Cell.nonsmooth_at: finite differences are meaningful only away from 0); a row of equal
+    nonzero values (spread 0) is normalised to its rounding error, different in every implementation. Rows that
+    are exactly 0 (a zero input or initial state) and norms over one feature are inf: their norm is exactly 0
+    and a perturbation of size eps leaves them in the norm's linear range."""
     xp = array_module(x)
     h_prev, c_prev = state
     a_x, a_h = x @ params["weight_ih"].T, h_prev @ params["weight_hh"].T
@@ -221,9 +222,11 @@ def spread_at(x, state, params):
     H = c_prev.shape[-1]
     a_i, a_f, a_g = (a[..., k * H : (k + 1) * H] for k in range(3))
     c = sigmoid(xp, a_f) * c_prev + sigmoid(xp, a_i) * xp.tanh(a_g)
-    zero_h = (h_prev == 0).all(axis=-1)
-    spreads = [a_x.std(axis=-1), xp.where(zero_h, xp.inf, a_h.std(axis=-1)),
-               c.std(axis=-1) if H > 1 else xp.full(c.shape[:-1], xp.inf)]
+
+    def spread(v):
+        return xp.where((v == 0).all(axis=-1), xp.inf, v.std(axis=-1))
+
+    spreads = [spread(a_x), spread(a_h), spread(c) if H > 1 else xp.full(c.shape[:-1], xp.inf)]
     return xp.stack(spreads, axis=-1)
 
 
