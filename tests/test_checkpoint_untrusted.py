@@ -108,7 +108,8 @@ def _format_2(entries, module, cls, kwargs=None):
     ("evil_mod", "Model"),  # a module beside the file, run on import
     ("rnn_scratch.__main__", "Demo"),  # runs the demo and raises SystemExit(0) on import
     ("tests.test_checkpoint_untrusted", "Sneaky"),  # a Module subclass the file can reach
-    ("rnn_scratch.layers", "RNNBase"),  # the library's, but not a registry class
+    ("rnn_scratch.optim", "Adam"),  # the library's, but not a registry class (RNNBase is one since issue 25)
+    ("rnn_scratch.layers.recurrent", "RNNBase"),  # a registry class under a module path no format-2 file wrote
     ("rnn_scratch.layers", "Module"),
     ("os", "system"),
 ])
