@@ -519,15 +519,19 @@ cmd_online.options = dict(dtype="float64")
 
 # -- properties: the reference-free suite -----------------------------------------------------------
 def _properties_arguments(p):
-    from .testing.properties import ADAPTERS, DEFAULT_MAX_EXAMPLES, PROPERTY_NAMES
+    from ._optional import MissingDependencyError
 
+    try:
+        from .testing.properties import ADAPTERS, DEFAULT_MAX_EXAMPLES, PROPERTY_NAMES
+    except MissingDependencyError:  # without hypothesis: every other command still runs, this one says why not
+        ADAPTERS, DEFAULT_MAX_EXAMPLES, PROPERTY_NAMES = None, None, ()
     p.add_argument("target", metavar="MODULE:FACTORY",
                    help="a factory (input_size, hidden_size) -> layer: MODULE is a .py file or an importable module, "
                         "e.g. torch.nn:GRU or my_layers.py:make_lstm (importing a file runs it)")
-    p.add_argument("--adapter", choices=sorted(ADAPTERS), required=True,
+    p.add_argument("--adapter", choices=sorted(ADAPTERS) if ADAPTERS else None, required=True,
                    help="how to call the layer: torch (torch.nn.RNN/LSTM/GRU), rnn_scratch, or custom (the protocol "
                         "in rnn_scratch.testing.properties.adapters.CustomAdapter)")
-    p.add_argument("--only", nargs="+", choices=PROPERTY_NAMES, metavar="PROPERTY",
+    p.add_argument("--only", nargs="+", choices=PROPERTY_NAMES or None, metavar="PROPERTY",
                    help=f"check only these properties (default all: {', '.join(PROPERTY_NAMES)})")
     p.add_argument("--dtypes", nargs="+", choices=["float64", "float32"], default=["float64", "float32"],
                    help="float64 always; float32 too unless left out (default both)")

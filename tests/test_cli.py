@@ -239,3 +239,23 @@ def test_results_record_the_command_as_run_through_the_benchmarks_script(tmp_pat
     command = json.loads((tmp_path / "bench_cpu.json").read_text())["command"]
     assert command.startswith("python -m rnn_scratch bench --quick --sizes tiny --cells rnn")
     assert str(tmp_path) in command
+
+
+def test_the_main_job_runs_without_the_test_extras(tmp_path):
+    """The README's main-job line installs only the [plot] extra. Building the parser imported the property
+    suite (for its choices), which needs hypothesis, so `python -m rnn_scratch sine` died with a traceback on a
+    clean install. In a process where hypothesis cannot be imported: sine runs, and `properties` says in one
+    line what it needs."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    block = "import sys; sys.modules['hypothesis'] = None; from rnn_scratch.cli import main; "
+    run = [sys.executable, "-c", block + "sys.exit(main(sys.argv[1:]))"]
+    r = subprocess.run([*run, "sine", "--epochs", "1", "--out", str(tmp_path)], capture_output=True, text=True,
+                       timeout=300, cwd=root, env={**os.environ, "PYTHONPATH": root})
+    assert r.returncode == 0 and "wrote" in r.stdout, r.stderr
+    r = subprocess.run([*run, "properties", "torch.nn:GRU", "--adapter", "torch"], capture_output=True, text=True,
+                       timeout=300, cwd=root, env={**os.environ, "PYTHONPATH": root})
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode not in (0, 1) and len(lines) == 1 and "needs hypothesis, which is not installed" in lines[0]
