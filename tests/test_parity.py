@@ -53,14 +53,15 @@ def _named(out, finals, dx, dstate0, grads):
     return {k: to_numpy(v).astype(np.float64) for k, v in named.items()}
 
 
-def float32_within_torchs_error(ours, theirs, truth, magnitude, terms=None):
+def float32_within_torchs_error(ours, theirs, truth, scales):
     """{tensor: (our error, allowed)} for the tensors where our float32 result is off by more than allowed.
 
     Both float32 results are judged against a float64 truth on the same float32-rounded weights and
     inputs (comparing two rounded results with each other is the wrong test: through a saturated tanh
     neither is "right"). Allowed: F32_MULTIPLE times torch's own float32 error, plus F32_FLOOR_ULPS
     units in the last place (2^-23) of the tensor's scale. Rounding errors scale with the terms a value
-    is summed from, not with the value, so the scale is: for gradients, the largest gradient of the call;
+    is summed from, not with the value, so the scale (``scales``: :func:`_term_scales`) is: for gradients, the
+    largest gradient of the call;
     for outputs and final states, the same tensor computed from the absolute values of every weight,
     input and state (``magnitude``: no cancellation there), or the tensor's own magnitude if larger. A
     small output made of small terms keeps a small scale, so a fast path that loses relative accuracy
@@ -78,7 +79,6 @@ def float32_within_torchs_error(ours, theirs, truth, magnitude, terms=None):
     terms' absolute values (:func:`_gradient_terms`), since a bidirectional H=1 tanh RNN with identical rows
     summed bias terms of ~1 to 0.037 (ours 36 units of the call's largest gradient off, torch by luck less).
     """
-    scales = _float32_scales(truth, magnitude, terms)
     eps = np.finfo(np.float32).eps
     bad = {}
     for name, t in truth.items():
@@ -88,6 +88,13 @@ def float32_within_torchs_error(ours, theirs, truth, magnitude, terms=None):
         if not ours_err <= allowed:
             bad[name] = (ours_err, allowed)
     return bad
+
+
+def _term_scales(cfg, state_dict, inp, dout, dfinals, truth, device="cpu"):
+    """{tensor: the scale of the terms it is summed from} (:func:`_float32_scales`) for one draw."""
+    a64 = absolute_reference(cfg, state_dict, inp, dout, dfinals, device=device)
+    magnitude = _named(a64["out"], a64["finals"], a64["dx"], a64["dstate0"], a64["grads"])
+    return _float32_scales(truth, magnitude, _gradient_terms(cfg, state_dict, inp, dout, dfinals))
 
 
 def _float32_scales(truth, magnitude, terms):
@@ -151,22 +158,18 @@ def _compare(cfg, inp, dtype, backend, judge=None):
     ours = _named(out, finals, dx, dstate0, layer.grads)
     theirs = _named(ref["out"], ref["finals"], ref["dx"], ref["dstate0"], ref["grads"])
     if dtype == "float64":
-        floors = {}
-        if get_cell(cfg.cell).float32_in_distribution:  # a norm's near-cancelling gradients (its scale invariance:
-            a64 = absolute_reference(cfg, sd, inp, dout, dfinals, device=device)  # dx of one input feature) are
-            magnitude = _named(a64["out"], a64["finals"], a64["dx"], a64["dstate0"], a64["grads"])  # judged
-            floors = _float32_scales(theirs, magnitude, _gradient_terms(cfg, sd, inp, dout, dfinals))  # on the
-        errors = {k: relative_error(v, theirs[k], floors.get(k, 0.0)) for k, v in ours.items()}  # terms' scale
+        # a norm's near-cancelling gradients (its scale invariance: dx of one input feature) on their terms' scale
+        floors = _term_scales(cfg, sd, inp, dout, dfinals, theirs, device) \
+            if get_cell(cfg.cell).float32_in_distribution else {}
+        errors = {k: relative_error(v, theirs[k], floors.get(k, 0.0)) for k, v in ours.items()}
         bad = {k: v for k, v in errors.items() if not v < FLOAT64_TOL}
     else:
         t64 = torch_reference(cfg, sd, inp, dout, dfinals, "float64", device=device)
         truth = _named(t64["out"], t64["finals"], t64["dx"], t64["dstate0"], t64["grads"])
-        a64 = absolute_reference(cfg, sd, inp, dout, dfinals, device=device)
-        magnitude = _named(a64["out"], a64["finals"], a64["dx"], a64["dstate0"], a64["grads"])
-        terms = _gradient_terms(cfg, sd, inp, dout, dfinals)
+        scales = _term_scales(cfg, sd, inp, dout, dfinals, truth, device)
         if judge is not None:
-            return judge(ours, theirs, truth, _float32_scales(truth, magnitude, terms))
-        bad = float32_within_torchs_error(ours, theirs, truth, magnitude, terms)
+            return judge(ours, theirs, truth, scales)
+        bad = float32_within_torchs_error(ours, theirs, truth, scales)
     assert not bad, f"{cfg} {inp.lengths} {dtype}: {bad}"
 
 
