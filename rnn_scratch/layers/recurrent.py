@@ -46,9 +46,6 @@ class RNNBase(Module):
         self.mode = self.cell.name
         self.input_size = check_positive_int(input_size, "input_size")
         self.hidden_size = check_positive_int(hidden_size, "hidden_size")
-        if self.hidden_size < self.cell.min_hidden_size:
-            raise ValueError(f"hidden_size must be an integer >= {self.cell.min_hidden_size} for the {self.mode} "
-                             f"cell (Cell.min_hidden_size: it is degenerate below), got {self.hidden_size}")
         self.num_layers = check_positive_int(num_layers, "num_layers")
         self.dropout = check_probability(dropout, "dropout")
         self.bias = bool(bias)
