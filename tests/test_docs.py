@@ -10,6 +10,8 @@ import pytest
 
 from rnn_scratch.functional import CELLS
 
+from .doc_anchors import body_lines, definition
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(ROOT, "docs", "derivations.md")
 TEXT = open(PAGE, encoding="utf-8").read()
@@ -21,19 +23,8 @@ def _function_code(path, name):
     """The source lines of the statements of function ``name`` (``Class.method`` for a method) in ``path``: its
     body without the docstring, or None when there is no such function."""
     source = open(path, encoding="utf-8").read()
-    scope = ast.parse(source).body
-    node = None
-    for part in name.split("."):
-        node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part), None)
-        if node is None:
-            return None
-        scope = node.body
-    if not isinstance(node, ast.FunctionDef):
-        return None
-    body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
-        else node.body
-    lines = source.splitlines()
-    return [lines[k - 1] for stmt in body for k in range(stmt.lineno, stmt.end_lineno + 1)]
+    node = definition(ast.parse(source), name)
+    return body_lines(source, node) if isinstance(node, ast.FunctionDef) else None
 
 
 def test_every_quoted_statement_is_code_of_the_function_it_names():

@@ -11,6 +11,8 @@ import pytest
 from rnn_scratch.functional import CELLS
 from rnn_scratch.online import api
 
+from .doc_anchors import body_lines, definition
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(ROOT, "docs", "online.md")
 TEXT = open(PAGE, encoding="utf-8").read()
@@ -19,26 +21,9 @@ REFERENCE = re.compile(r"\[(\w+\.py) · ([\w.]+)\]\(\.\./rnn_scratch/(\w+)/(\w+\
 SNIPPETS = re.compile(r"```python\n(.*?)```", re.S)
 
 
-def _definition(tree, qualified):
-    """The function or class node called ``qualified`` ("f", "Class", "Class.method") in a module tree."""
-    scope = tree.body
-    node = None
-    for part in qualified.split("."):
-        node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part), None)
-        if node is None:
-            return None
-        scope = node.body
-    return node
-
-
 def _body_text(path, node):
     """The node's source without its docstring, each line stripped, joined by spaces."""
-    lines = open(path, encoding="utf-8").read().splitlines()
-    body = node.body
-    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value,
-                                                                                                  str):
-        body = body[1:]
-    return " ".join(line.strip() for stmt in body for line in lines[stmt.lineno - 1:stmt.end_lineno])
+    return " ".join(line.strip() for line in body_lines(open(path, encoding="utf-8").read(), node))
 
 
 def test_every_quoted_statement_is_inside_the_function_it_names():
@@ -48,7 +33,7 @@ def test_every_quoted_statement_is_inside_the_function_it_names():
     for shown, qualified, package, target, code in refs:
         assert shown == target, (shown, target)
         path = os.path.join(ROOT, "rnn_scratch", package, target)
-        node = _definition(ast.parse(open(path, encoding="utf-8").read()), qualified)
+        node = definition(ast.parse(open(path, encoding="utf-8").read()), qualified)
         assert node is not None, f"{package}/{target} has no {qualified}"
         assert code.strip() in _body_text(path, node), f"{qualified} in {target} no longer contains {code!r}"
 
