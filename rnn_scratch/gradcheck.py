@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import to_numpy
+from .functional._numeric import numerical_gradient
 
 U = 2.0**-53  # float64 unit roundoff
 NOISE_UNITS = 16  # benchmarks/fd_noise.py: correct backwards measure at most 3.1 units (2000 configurations)
@@ -51,25 +52,6 @@ def relative_error(analytic, numeric, floor=0.0) -> float:
     if scale == 0.0:
         return float(diff)
     return float(diff / scale)
-
-
-def numerical_gradient(loss_fn, array, eps=1e-6):
-    """Central-difference gradient of ``loss_fn()`` w.r.t. ``array`` (perturbed in place, then restored)."""
-    if array.dtype != np.float64:
-        raise TypeError(f"array must be float64 for finite differences, got {array.dtype}")
-    if not array.flags.c_contiguous:
-        raise ValueError("array must be C-contiguous so that it can be perturbed in place")
-    flat = array.reshape(-1)  # a view: writing to it perturbs the array
-    grad = np.zeros(array.size)
-    for k in range(array.size):
-        orig = float(flat[k])
-        flat[k] = orig + eps
-        plus = float(loss_fn())
-        flat[k] = orig - eps
-        minus = float(loss_fn())
-        flat[k] = orig
-        grad[k] = (plus - minus) / (2 * eps)
-    return grad.reshape(array.shape)
 
 
 def refined_gradient(loss_fn, array, eps=1e-6, coarse=None, levels=1):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import registry
+from ._numeric import numerical_gradient
 from .cell import Cell
 from .driver import sequence_backward, sequence_forward
 from .reference import reference_backward, reference_forward
@@ -128,8 +129,8 @@ def _check_step_gradients(cell, where, x_t, state, params, step_shapes, rng):
     entry of x_t, of each state part and of each parameter. A ValueError names the first wrong gradient."""
     weights = tuple(rng.standard_normal(s.shape) for s in state)
 
-    def loss(x, s, p):
-        return sum(float((w * n).sum()) for w, n in zip(weights, cell.step_forward(x, s, p)[0]))
+    def loss():  # reads x_t, state and params, which numerical_gradient perturbs in place
+        return sum(float((w * n).sum()) for w, n in zip(weights, cell.step_forward(x_t, state, params)[0]))
 
     _, cache = cell.step_forward(x_t, state, params)
     dx, dprev, dparams = cell.step_backward(weights, cache)
@@ -138,15 +139,7 @@ def _check_step_gradients(cell, where, x_t, state, params, step_shapes, rng):
               **{f"dparams[{k!r}]": (params[k], dparams[k]) for k in params}}
     scale = max(1.0, *(float(np.abs(g).max(initial=0.0)) for _, g in inputs.values()))
     for what, (value, grad) in inputs.items():
-        numeric = np.empty(value.shape)
-        for idx in np.ndindex(value.shape):
-            saved = value[idx]
-            value[idx] = saved + FD_EPS
-            up = loss(x_t, state, params)
-            value[idx] = saved - FD_EPS
-            down = loss(x_t, state, params)
-            value[idx] = saved
-            numeric[idx] = (up - down) / (2 * FD_EPS)
+        numeric = numerical_gradient(loss, value, FD_EPS)
         error = float(np.abs(numeric - grad).max(initial=0.0))
         if not error <= FD_TOL * scale:
             raise ValueError(f"{where}: step_backward's {what} disagrees with central differences of step_forward "
